@@ -1,0 +1,12 @@
+//! pmtu: a Path MTU Discovery regression suite around an XDP responder.
+//!
+//! The `pmtu` binary (src/main.rs) is a thin CLI over these modules.
+pub mod capture;
+pub mod event;
+pub mod lab;
+pub mod netns;
+pub mod rawsock;
+pub mod responder;
+pub mod serve;
+pub mod topology;
+pub mod wire;
