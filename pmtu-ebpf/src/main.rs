@@ -414,7 +414,10 @@ fn decide(ctx: &XdpContext, pkt: &Packet, rule: &Rule) -> u32 {
     // SAFETY: as above.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(sent_ptr, 1) };
     if rule.budget != 0 && sent + 1 == rule.budget as u64 {
-        warn!(ctx, "ICMP budget of {} spent for a rule with MTU {}", rule.budget, rule.mtu);
+        warn!(
+            ctx,
+            "ICMP budget of {} spent for a rule with MTU {}", rule.budget, rule.mtu
+        );
     }
     emit(ctx, pkt, rule, EventAction::Answered);
     let Some(config) = CONFIG.get(0) else {

@@ -1,1 +1,597 @@
-//! (being written)
+//! The XDP responder from user space: load, attach, rules, counters, events.
+//!
+//! A [`Responder`] either owns the loaded object (programs, maps, links: dropping it detaches
+//! everything) or holds only maps opened from a lab's pins ([`Responder::open_pinned`]), in which
+//! case the programs stay attached after it is dropped.
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, PerCpuArray, RingBuf},
+    programs::{links::FdLink, ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
+    Ebpf,
+};
+use ipnet::IpNet;
+use pmtu_common::{
+    Config, Counter, Event, Rule, RuleAction, COUNTER_COUNT, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS,
+    MAP_RULES_V4, MAP_RULES_V6, PROG_FLOOR, PROG_PASS, PROG_RESPONDER, RULE_F_PASS,
+};
+use tokio::io::unix::AsyncFd;
+
+/// The XDP object, built by build.rs from pmtu-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pmtu.bpf.o"));
+
+/// Hop limit / TTL of the ICMP errors the responder sends.
+pub const ICMP_HOP_LIMIT: u8 = 64;
+
+/// Where the XDP program runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// In the driver (veth, tun/tap and most NICs): needed for XDP_TX at line rate.
+    #[default]
+    Native,
+    /// Generic XDP in the stack: works on any interface, slower.
+    Skb,
+}
+
+impl AttachMode {
+    fn flags(self) -> XdpMode {
+        match self {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+/// What a rule does, in user-space terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleSpec {
+    /// Largest IP packet that fits the emulated next hop.
+    pub mtu: u32,
+    pub action: RuleAction,
+    /// ICMP errors this rule may send; 0 = no limit.
+    pub budget: u32,
+    /// Deliver unanswered packets to the stack instead of dropping them.
+    pub pass: bool,
+}
+
+impl RuleSpec {
+    pub fn answer(mtu: u32) -> Self {
+        Self {
+            mtu,
+            action: RuleAction::Answer,
+            budget: 0,
+            pass: false,
+        }
+    }
+
+    pub fn observe() -> Self {
+        Self {
+            mtu: u16::MAX as u32,
+            action: RuleAction::Observe,
+            budget: 0,
+            pass: false,
+        }
+    }
+
+    pub fn with_budget(mut self, budget: u32) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    fn to_rule(self) -> Rule {
+        Rule {
+            mtu: self.mtu,
+            budget: self.budget,
+            sent: 0,
+            action: self.action as u8,
+            flags: if self.pass { RULE_F_PASS } else { 0 },
+            _pad: [0; 6],
+        }
+    }
+}
+
+/// The result of one BPF_PROG_TEST_RUN.
+#[derive(Debug)]
+pub struct TestOutcome {
+    /// XDP action (`XDP_PASS` = 2, `XDP_TX` = 3, `XDP_DROP` = 1, `XDP_ABORTED` = 0).
+    pub action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// Kernel-measured time per run.
+    pub duration: Duration,
+}
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+pub struct Responder {
+    /// Programs and links, when this process loaded them.
+    ebpf: Option<Ebpf>,
+    rules_v4: LpmTrie<MapData, [u8; 4], Rule>,
+    rules_v6: LpmTrie<MapData, [u8; 16], Rule>,
+    config: Array<MapData, Config>,
+    counters: PerCpuArray<MapData, u64>,
+    events: Option<RingBuf<MapData>>,
+    logger: Logger,
+    pin_dir: Option<PathBuf>,
+}
+
+/// aya-log's logger must stay alive (its map fd) and be polled to print.
+enum Logger {
+    None,
+    Idle(#[allow(dead_code)] aya_log::EbpfLogger<&'static dyn log::Log>),
+    Polled(tokio::task::JoinHandle<()>),
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Logger::Polled(task) = &self.logger {
+            task.abort();
+        }
+    }
+}
+
+/// Explains the usual reasons a BPF operation fails.
+fn bpf_hint(e: &ProgramError) -> &'static str {
+    let text = format!("{e:?}");
+    if text.contains("EPERM") || text.contains("Operation not permitted") {
+        "loading XDP programs needs root (CAP_BPF and CAP_NET_ADMIN): run as root or through `cargo xtask run`"
+    } else if text.contains("ENOSYS") || text.contains("not implemented") {
+        "this kernel has no BPF support (CONFIG_BPF_SYSCALL)"
+    } else {
+        "see the verifier log above"
+    }
+}
+
+fn pinned(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+impl Responder {
+    /// Loads the object and its three programs into the kernel. With `pin_dir` (a directory on a
+    /// bpffs), the maps are pinned there so that other processes can open them.
+    pub fn load(pin_dir: Option<&Path>) -> Result<Self> {
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| {
+            let text = e.to_string();
+            let hint = if text.contains("Operation not permitted") || text.contains("EPERM") {
+                ": loading XDP programs needs root (CAP_BPF and CAP_NET_ADMIN); run as root or through `cargo xtask run`"
+            } else {
+                ""
+            };
+            anyhow!("loading the XDP object failed: {text}{hint}")
+        })?;
+        for name in [PROG_RESPONDER, PROG_PASS, PROG_FLOOR] {
+            let prog = xdp_mut(&mut ebpf, name)?;
+            prog.load().map_err(|e| {
+                let hint = bpf_hint(&e);
+                anyhow!("the kernel refused XDP program `{name}`: {e:?} ({hint})")
+            })?;
+        }
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Logger::spawn(logger),
+            Err(e) => {
+                log::debug!("no eBPF logger: {e}");
+                Logger::None
+            }
+        };
+        let mut take = |name: &str| -> Result<Map> {
+            let map = ebpf
+                .take_map(name)
+                .ok_or_else(|| anyhow!("map {name} missing from the XDP object"))?;
+            if let Some(dir) = pin_dir {
+                map.pin(pinned(dir, name))
+                    .with_context(|| format!("pinning map {name} in {}", dir.display()))?;
+            }
+            Ok(map)
+        };
+        let rules_v4 = take(MAP_RULES_V4)?.try_into()?;
+        let rules_v6 = take(MAP_RULES_V6)?.try_into()?;
+        let config = take(MAP_CONFIG)?.try_into()?;
+        let counters = take(MAP_COUNTERS)?.try_into()?;
+        let events = take(MAP_EVENTS)?.try_into()?;
+        Ok(Self {
+            ebpf: Some(ebpf),
+            rules_v4,
+            rules_v6,
+            config,
+            counters,
+            events: Some(events),
+            logger,
+            pin_dir: pin_dir.map(Path::to_path_buf),
+        })
+    }
+
+    /// Opens the maps a lab pinned in `dir` (see [`Responder::load`]).
+    pub fn open_pinned(dir: &Path) -> Result<Self> {
+        let open = |name: &str| -> Result<Map> {
+            let path = pinned(dir, name);
+            let data = MapData::from_pin(&path).with_context(|| {
+                format!(
+                    "opening the lab's pinned map {} (is the lab up? `pmtu lab up`)",
+                    path.display()
+                )
+            })?;
+            Map::from_map_data(data).with_context(|| format!("pinned map {name}"))
+        };
+        Ok(Self {
+            ebpf: None,
+            rules_v4: open(MAP_RULES_V4)?.try_into()?,
+            rules_v6: open(MAP_RULES_V6)?.try_into()?,
+            config: open(MAP_CONFIG)?.try_into()?,
+            counters: open(MAP_COUNTERS)?.try_into()?,
+            events: Some(open(MAP_EVENTS)?.try_into()?),
+            logger: Logger::None,
+            pin_dir: None,
+        })
+    }
+
+    /// Attaches the responder to `iface` inside namespace `ns`.
+    pub fn attach(&mut self, ns: Option<&str>, iface: &str, mode: AttachMode) -> Result<()> {
+        self.attach_prog(PROG_RESPONDER, ns, iface, mode)
+    }
+
+    /// Attaches the pass-through program (the peer of a veth needs one for XDP_TX to arrive).
+    pub fn attach_pass(&mut self, ns: Option<&str>, iface: &str) -> Result<()> {
+        self.attach_prog(PROG_PASS, ns, iface, AttachMode::Native)
+    }
+
+    fn attach_prog(
+        &mut self,
+        name: &str,
+        ns: Option<&str>,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<()> {
+        let pin = self
+            .pin_dir
+            .as_ref()
+            .map(|d| d.join(format!("link-{name}-{iface}")));
+        let ebpf = self
+            .ebpf
+            .as_mut()
+            .ok_or_else(|| anyhow!("this responder only holds pinned maps; it cannot attach"))?;
+        let prog = xdp_mut(ebpf, name)?;
+        let where_ = ns
+            .map(|n| format!(" in namespace `{n}`"))
+            .unwrap_or_default();
+        crate::netns::run_in(ns, || {
+            let id = prog.attach(iface, mode.flags()).map_err(|e| match &e {
+                ProgramError::UnknownInterface { .. } => {
+                    anyhow!("no interface `{iface}`{where_}: check the name with `ip link`")
+                }
+                _ => {
+                    let text = format!("{e:?}");
+                    if text.contains("EBUSY") || text.contains("EEXIST") || text.contains("busy") {
+                        anyhow!(
+                            "another XDP program is already attached to `{iface}`{where_}; \
+                             detach it (`ip link set dev {iface} xdp off`) or pick another interface"
+                        )
+                    } else {
+                        anyhow!("attaching XDP program `{name}` to `{iface}`{where_} ({mode:?} mode) failed: {e}: {text}")
+                    }
+                }
+            })?;
+            if let Some(pin) = &pin {
+                let link = prog.take_link(id)?;
+                let link: FdLink = link
+                    .try_into()
+                    .map_err(|e| anyhow!("XDP link of `{iface}` is not a bpf_link: {e}"))?;
+                link.pin(pin)
+                    .with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The router addresses used as the source of ICMP errors.
+    pub fn set_routers(&mut self, v4: Ipv4Addr, v6: Ipv6Addr) -> Result<()> {
+        let config = Config {
+            router_v4: v4.octets(),
+            router_v6: v6.octets(),
+            hop_limit: ICMP_HOP_LIMIT,
+            _pad: [0; 3],
+        };
+        self.config
+            .set(0, config, 0)
+            .context("writing the responder's router addresses")
+    }
+
+    /// Adds or replaces the rule for `prefix` (its ICMP count starts again at 0).
+    pub fn set_rule(&mut self, prefix: IpNet, spec: RuleSpec) -> Result<()> {
+        let rule = spec.to_rule();
+        match prefix.trunc() {
+            IpNet::V4(net) => {
+                let key = Key::new(net.prefix_len() as u32, net.network().octets());
+                self.rules_v4.insert(&key, rule, 0)
+            }
+            IpNet::V6(net) => {
+                let key = Key::new(net.prefix_len() as u32, net.network().octets());
+                self.rules_v6.insert(&key, rule, 0)
+            }
+        }
+        .with_context(|| format!("writing the rule for {prefix}"))
+    }
+
+    /// Removes the rule for exactly `prefix`; absent is not an error.
+    pub fn remove_rule(&mut self, prefix: IpNet) -> Result<()> {
+        let result = match prefix.trunc() {
+            IpNet::V4(net) => self
+                .rules_v4
+                .remove(&Key::new(net.prefix_len() as u32, net.network().octets())),
+            IpNet::V6(net) => self
+                .rules_v6
+                .remove(&Key::new(net.prefix_len() as u32, net.network().octets())),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing the rule for {prefix}")),
+        }
+    }
+
+    /// The rule that applies to `addr` (longest prefix match), if any.
+    pub fn rule_for(&self, addr: IpAddr) -> Option<Rule> {
+        match addr {
+            IpAddr::V4(a) => self.rules_v4.get(&Key::new(32, a.octets()), 0).ok(),
+            IpAddr::V6(a) => self.rules_v6.get(&Key::new(128, a.octets()), 0).ok(),
+        }
+    }
+
+    /// Every rule: prefix and value.
+    pub fn rules(&self) -> Vec<(IpNet, Rule)> {
+        let mut out = Vec::new();
+        for (key, rule) in self.rules_v4.iter().flatten() {
+            if let Ok(net) = ipnet::Ipv4Net::new(Ipv4Addr::from(key.data()), key.prefix_len() as u8)
+            {
+                out.push((IpNet::V4(net), rule));
+            }
+        }
+        for (key, rule) in self.rules_v6.iter().flatten() {
+            if let Ok(net) = ipnet::Ipv6Net::new(Ipv6Addr::from(key.data()), key.prefix_len() as u8)
+            {
+                out.push((IpNet::V6(net), rule));
+            }
+        }
+        out
+    }
+
+    /// Removes every rule.
+    pub fn clear_rules(&mut self) -> Result<()> {
+        for (prefix, _) in self.rules() {
+            self.remove_rule(prefix)?;
+        }
+        Ok(())
+    }
+
+    /// The per-CPU counters, summed, in [`Counter::ALL`] order.
+    pub fn counters(&self) -> Result<[u64; COUNTER_COUNT as usize]> {
+        let mut out = [0u64; COUNTER_COUNT as usize];
+        for c in Counter::ALL {
+            let values = self
+                .counters
+                .get(&(c as u32), 0)
+                .with_context(|| format!("reading counter {}", c.name()))?;
+            out[c as usize] = values.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// The event stream; there is one per responder. Call it inside a tokio runtime.
+    pub fn take_events(&mut self) -> Result<EventStream> {
+        let ring = self
+            .events
+            .take()
+            .ok_or_else(|| anyhow!("the event stream was already taken"))?;
+        // SAFETY: the RingBuf owns its map fd, which stays open and unchanged while it lives.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow!("watching the event ring buffer: {e}"))?;
+        Ok(EventStream { ring })
+    }
+
+    /// Runs program `prog` once per `repeat` on `frame` through BPF_PROG_TEST_RUN.
+    pub fn test_run(&self, prog: &str, frame: &[u8], repeat: u32) -> Result<TestOutcome> {
+        let ebpf = self
+            .ebpf
+            .as_ref()
+            .ok_or_else(|| anyhow!("test runs need a responder loaded by this process"))?;
+        let prog: &Xdp = ebpf
+            .program(prog)
+            .ok_or_else(|| anyhow!("no program {prog}"))?
+            .try_into()?;
+        // Room for the headers an ICMP error prepends.
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::new()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestOutcome {
+            action: result.return_value,
+            frame: out,
+            duration: result.duration,
+        })
+    }
+
+    /// The loaded object, for callers that need a program directly (benchmarks).
+    pub fn ebpf(&self) -> Option<&Ebpf> {
+        self.ebpf.as_ref()
+    }
+}
+
+fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the XDP object"))?
+        .try_into()
+        .with_context(|| format!("program {name} is not an XDP program"))
+}
+
+impl Logger {
+    fn spawn(logger: aya_log::EbpfLogger<&'static dyn log::Log>) -> Self {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Logger::Idle(logger);
+        };
+        let _guard = handle.enter();
+        // SAFETY: the logger owns its ring buffer's fd, open and unchanged while it lives.
+        let registered =
+            unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+        let Ok(mut fd) = registered else {
+            return Logger::None;
+        };
+        Logger::Polled(handle.spawn(async move {
+            while let Ok(mut guard) = fd.readable_mut().await {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        }))
+    }
+}
+
+/// Events from the ring buffer, as tokio waits for them.
+pub struct EventStream {
+    ring: AsyncFd<RingBuf<MapData>>,
+}
+
+impl EventStream {
+    /// Waits until at least one event is there and appends every waiting event to `out`.
+    pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> Result<()> {
+        loop {
+            let mut guard = self
+                .ring
+                .readable_mut()
+                .await
+                .context("waiting for XDP events")?;
+            let before = out.len();
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                if let Some(ev) = decode(&item) {
+                    out.push(ev);
+                }
+            }
+            guard.clear_ready();
+            if out.len() > before {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Every event waiting now, without blocking.
+    pub fn drain(&mut self, out: &mut Vec<Event>) {
+        let ring = self.ring.get_mut();
+        while let Some(item) = ring.next() {
+            if let Some(ev) = decode(&item) {
+                out.push(ev);
+            }
+        }
+    }
+
+    pub fn raw_fd(&self) -> i32 {
+        self.ring.get_ref().as_raw_fd()
+    }
+}
+
+fn decode(bytes: &[u8]) -> Option<Event> {
+    if bytes.len() < std::mem::size_of::<Event>() {
+        return None;
+    }
+    // SAFETY: Event is #[repr(C)] plain data, valid for every bit pattern; the length was
+    // checked and read_unaligned makes no alignment assumption.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const Event) })
+}
+
+/// Parses `PREFIX=MTU[,action=answer|blackhole|observe][,budget=N][,pass]`.
+pub fn parse_rule(text: &str, allow_below_minimum: bool) -> Result<(IpNet, RuleSpec)> {
+    let (prefix, rest) = text
+        .split_once('=')
+        .ok_or_else(|| anyhow!("rule `{text}`: expected PREFIX=MTU, e.g. 198.51.100.0/24=1300"))?;
+    let prefix: IpNet = prefix
+        .parse()
+        .or_else(|_| prefix.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            anyhow!("rule `{text}`: `{prefix}` is not an IPv4 or IPv6 prefix (e.g. 198.51.100.0/24, 2001:db8:1::/64)")
+        })?;
+    let mut parts = rest.split(',');
+    let mtu_text = parts.next().unwrap_or_default();
+    let mtu: u32 = mtu_text
+        .parse()
+        .map_err(|_| anyhow!("rule `{text}`: MTU `{mtu_text}` is not a number"))?;
+    let (floor, family) = match prefix {
+        IpNet::V4(_) => (68, "IPv4 (RFC 791)"),
+        IpNet::V6(_) => (1280, "IPv6 (RFC 8200)"),
+    };
+    if mtu > 65535 {
+        bail!("rule `{text}`: MTU {mtu} is larger than an IP packet can be (65535)");
+    }
+    if mtu < floor && !allow_below_minimum {
+        bail!(
+            "rule `{text}`: MTU {mtu} is below the minimum of {family}, {floor}; \
+             --allow-below-minimum sends it anyway (to test how a host handles it)"
+        );
+    }
+    let mut spec = RuleSpec::answer(mtu);
+    for part in parts {
+        match part.split_once('=') {
+            Some(("action", "answer")) => spec.action = RuleAction::Answer,
+            Some(("action", "blackhole")) => spec.action = RuleAction::Blackhole,
+            Some(("action", "observe")) => spec.action = RuleAction::Observe,
+            Some(("budget", n)) => {
+                spec.budget = n
+                    .parse()
+                    .map_err(|_| anyhow!("rule `{text}`: budget `{n}` is not a number"))?
+            }
+            None if part == "pass" => spec.pass = true,
+            _ => bail!(
+                "rule `{text}`: unknown option `{part}` (known: action=answer|blackhole|observe, budget=N, pass)"
+            ),
+        }
+    }
+    Ok((prefix, spec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rules() {
+        let (p, s) = parse_rule("198.51.100.0/24=1300", false).unwrap();
+        assert_eq!(p.to_string(), "198.51.100.0/24");
+        assert_eq!(s, RuleSpec::answer(1300));
+        let (_, s) =
+            parse_rule("2001:db8:1::/64=1400,action=blackhole,budget=3,pass", false).unwrap();
+        assert_eq!(s.action, RuleAction::Blackhole);
+        assert_eq!(s.budget, 3);
+        assert!(s.pass);
+        let (p, _) = parse_rule("198.51.100.7=576", false).unwrap();
+        assert_eq!(p.to_string(), "198.51.100.7/32");
+    }
+
+    #[test]
+    fn refuses_bad_rules() {
+        for (bad, says) in [
+            ("198.51.100.0/24", "expected PREFIX=MTU"),
+            ("198.51.100.0/33=1300", "not an IPv4 or IPv6 prefix"),
+            ("nonsense=1300", "not an IPv4 or IPv6 prefix"),
+            ("198.51.100.0/24=abc", "is not a number"),
+            ("198.51.100.0/24=67", "below the minimum"),
+            ("2001:db8::/32=1279", "below the minimum"),
+            ("198.51.100.0/24=70000", "larger than"),
+            ("198.51.100.0/24=1300,color=red", "unknown option"),
+        ] {
+            let err = parse_rule(bad, false).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        assert!(parse_rule("2001:db8::/32=1272", true).is_ok());
+    }
+}
