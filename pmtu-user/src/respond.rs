@@ -50,10 +50,12 @@ fn iface_addrs(ns: Option<&str>, iface: &str) -> Result<(Option<Ipv4Addr>, Optio
     netns::run_in(ns, || {
         let mut v4 = None;
         let mut v6 = None;
+        let mut found = false;
         for ifa in nix::ifaddrs::getifaddrs().context("listing interface addresses")? {
             if ifa.interface_name != iface {
                 continue;
             }
+            found = true;
             let Some(addr) = ifa.address else { continue };
             if let Some(a) = addr.as_sockaddr_in() {
                 v4.get_or_insert(a.ip());
@@ -63,6 +65,12 @@ fn iface_addrs(ns: Option<&str>, iface: &str) -> Result<(Option<Ipv4Addr>, Optio
                     v6.get_or_insert(ip);
                 }
             }
+        }
+        if !found {
+            let where_ = ns
+                .map(|n| format!(" in namespace `{n}`"))
+                .unwrap_or_default();
+            bail!("no interface `{iface}`{where_}: check the name with `ip link`");
         }
         Ok((v4, v6))
     })

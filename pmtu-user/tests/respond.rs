@@ -1,0 +1,413 @@
+//! `pmtu respond` end to end: the real binary attaches the XDP responder to LOCAL's veth in a
+//! throwaway pair of namespaces; REMOTE's kernel must adopt the announced MTU.
+use std::{
+    io::{BufRead as _, BufReader},
+    net::{IpAddr, SocketAddr, UdpSocket},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use pmtu::netns;
+
+const PMTU: &str = env!("CARGO_BIN_EXE_pmtu");
+
+/// Two namespaces joined by a veth (LOCAL `v0` 192.0.2.1 / 2001:db8::1, REMOTE `v1` .2 / ::2),
+/// REMOTE routing the fake nets via LOCAL. Deleted on drop, also when a test fails.
+struct Pair {
+    local: String,
+    remote: String,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let tag = format!(
+            "pr{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let pair = Pair {
+            local: format!("{tag}-l"),
+            remote: format!("{tag}-r"),
+        };
+        netns::add(&pair.local).unwrap();
+        netns::add(&pair.remote).unwrap();
+        let (l, r) = (Some(pair.local.as_str()), Some(pair.remote.as_str()));
+        let ip = |ns, args: &str| {
+            netns::run(ns, "ip", &args.split(' ').collect::<Vec<_>>())
+                .unwrap_or_else(|e| panic!("{e:#}"));
+        };
+        ip(
+            l,
+            &format!("link add v0 type veth peer name v1 netns {}", pair.remote),
+        );
+        for (ns, dev, n) in [(l, "v0", 1), (r, "v1", 2)] {
+            netns::run(ns, "sysctl", &["-qw", "net.ipv6.conf.all.accept_dad=0"]).unwrap();
+            ip(ns, &format!("link set {dev} up"));
+            ip(ns, &format!("addr add 192.0.2.{n}/24 dev {dev}"));
+            ip(ns, &format!("addr add 2001:db8::{n}/64 dev {dev} nodad"));
+        }
+        ip(r, "route add 198.51.100.0/24 via 192.0.2.1");
+        ip(r, "route add 2001:db8:1::/64 via 2001:db8::1");
+        ip(l, "route add blackhole 198.51.100.0/24");
+        ip(l, "route add blackhole 2001:db8:1::/64");
+        pair
+    }
+
+    fn respond(&self, rules: &[&str]) -> Responder {
+        let mut cmd = Command::new(PMTU);
+        cmd.args([
+            "respond",
+            "--netns",
+            &self.local,
+            "--iface",
+            "v0",
+            "--peer",
+            "v1",
+        ])
+        .args(["--peer-netns", &self.remote]);
+        for r in rules {
+            cmd.args(["--rule", r]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting pmtu respond");
+        // Ready once it says how to stop it.
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut banner = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("Ctrl-C to stop") {
+                break;
+            }
+        }
+        assert!(
+            banner.contains("Ctrl-C"),
+            "pmtu respond did not start:\n{banner}"
+        );
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Responder {
+            child,
+            events: rx,
+            seen: Vec::new(),
+            rest: Some(std::thread::spawn(move || {
+                lines.map_while(Result::ok).collect::<Vec<_>>().join("\n")
+            })),
+        }
+    }
+
+    /// `ip route get` on REMOTE, waiting until it shows `mtu N` or the deadline passes.
+    fn wait_route_mtu(&self, dst: IpAddr, mtu: u32) -> String {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let out = netns::run(
+                Some(&self.remote),
+                "ip",
+                &["route", "get", &dst.to_string()],
+            )
+            .unwrap();
+            if out.contains(&format!("mtu {mtu}")) || Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A UDP datagram of IP length 1500 with DF (IPv4) from REMOTE to `dst`.
+    fn send_1500(&self, dst: IpAddr) {
+        netns::run_in(Some(&self.remote), || {
+            let (bind, payload, level, opt) = match dst {
+                IpAddr::V4(_) => (
+                    "0.0.0.0:0",
+                    1500 - 28,
+                    libc::IPPROTO_IP,
+                    libc::IP_MTU_DISCOVER,
+                ),
+                IpAddr::V6(_) => (
+                    "[::]:0",
+                    1500 - 48,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MTU_DISCOVER,
+                ),
+            };
+            let sock = UdpSocket::bind(bind)?;
+            let on: libc::c_int = libc::IP_PMTUDISC_DO;
+            // SAFETY: plain setsockopt with an int option on a socket we own.
+            unsafe {
+                use std::os::fd::AsRawFd as _;
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    level,
+                    opt,
+                    &on as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as u32,
+                );
+            }
+            sock.send_to(&vec![b'x'; payload], SocketAddr::new(dst, 9))?;
+            Ok(())
+        })
+        .unwrap();
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let _ = netns::delete(&self.local);
+        let _ = netns::delete(&self.remote);
+    }
+}
+
+struct Responder {
+    child: Child,
+    events: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    rest: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Responder {
+    /// Waits (3 s at most) for an event line containing `text`.
+    fn wait_event(&mut self, text: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !self.seen.iter().any(|l| l.contains(text)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Stops it with SIGINT like a user would; returns (stdout, stderr after the banner).
+    fn stop(mut self) -> (String, String) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        let err = self.rest.take().unwrap().join().unwrap();
+        assert!(
+            out.status.success(),
+            "pmtu respond exited with {}: {err}",
+            out.status
+        );
+        self.seen.extend(self.events.try_iter());
+        (self.seen.join("\n"), err)
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn xdp_attached(ns: &str, dev: &str) -> bool {
+    netns::run(Some(ns), "ip", &["link", "show", dev])
+        .map(|o| o.contains("xdp"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn remote_adopts_the_announced_mtu_on_both_families() {
+    let pair = Pair::new();
+    let responder = pair.respond(&["198.51.100.0/24=1300", "2001:db8:1::/64=1300"]);
+    assert!(xdp_attached(&pair.local, "v0"));
+
+    let fake4: IpAddr = "198.51.100.22".parse().unwrap();
+    let fake6: IpAddr = "2001:db8:1::22".parse().unwrap();
+    pair.send_1500(fake4);
+    pair.send_1500(fake6);
+    let route4 = pair.wait_route_mtu(fake4, 1300);
+    let route6 = pair.wait_route_mtu(fake6, 1300);
+
+    let (events, log) = responder.stop();
+    assert!(
+        route4.contains("mtu 1300"),
+        "REMOTE's IPv4 route has no PMTU 1300: {route4}"
+    );
+    assert!(
+        route6.contains("mtu 1300"),
+        "REMOTE's IPv6 route has no PMTU 1300: {route6}"
+    );
+    assert!(
+        events.contains("udp 192.0.2.2.")
+            && events.contains("> 198.51.100.22.9: len 1480, ip 1500 DF -> ANSWERED (mtu 1300)"),
+        "no IPv4 event for the datagram:\n{events}"
+    );
+    assert!(
+        events.contains("> 2001:db8:1::22.9: len 1460, ip 1500 -> ANSWERED (mtu 1300)"),
+        "no IPv6 event for the datagram:\n{events}"
+    );
+    assert!(log.contains("answered=2"), "counters: {log}");
+    // Detached on exit.
+    assert!(
+        !xdp_attached(&pair.local, "v0"),
+        "XDP still attached after exit"
+    );
+    assert!(
+        !xdp_attached(&pair.remote, "v1"),
+        "pass program still attached after exit"
+    );
+}
+
+#[test]
+fn blackhole_rule_sends_no_icmp() {
+    let pair = Pair::new();
+    let mut responder = pair.respond(&["198.51.100.0/24=1300,action=blackhole"]);
+    let fake4: IpAddr = "198.51.100.22".parse().unwrap();
+    pair.send_1500(fake4);
+    let reported = responder.wait_event("ip 1500 DF -> blackholed");
+    let (events, _) = responder.stop();
+    assert!(reported, "no black-hole event: {events}");
+    let route = netns::run(Some(&pair.remote), "ip", &["route", "get", "198.51.100.22"]).unwrap();
+    assert!(
+        !route.contains("mtu 1300"),
+        "a black hole must not lower the PMTU: {route}"
+    );
+}
+
+/// Runs `pmtu ARGS`; returns (exit code, stderr).
+fn pmtu(args: &[&str]) -> (i32, String) {
+    let out = Command::new(PMTU).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_and_leaves_nothing_attached() {
+    let pair = Pair::new();
+    let ns = pair.local.as_str();
+    for (args, says) in [
+        (
+            vec![
+                "respond",
+                "--netns",
+                ns,
+                "-i",
+                "nosuch0",
+                "-r",
+                "198.51.100.0/24=1300",
+            ],
+            "no interface `nosuch0`",
+        ),
+        (
+            vec![
+                "respond",
+                "--netns",
+                ns,
+                "-i",
+                "v0",
+                "-r",
+                "198.51.100.0/33=1300",
+            ],
+            "not an IPv4 or IPv6 prefix",
+        ),
+        (
+            vec![
+                "respond",
+                "--netns",
+                ns,
+                "-i",
+                "v0",
+                "-r",
+                "198.51.100.0/24=12ab",
+            ],
+            "is not a number",
+        ),
+        (
+            vec![
+                "respond",
+                "--netns",
+                ns,
+                "-i",
+                "v0",
+                "-r",
+                "198.51.100.0/24=60",
+            ],
+            "below the minimum of IPv4",
+        ),
+        (
+            vec![
+                "respond",
+                "--netns",
+                ns,
+                "-i",
+                "v0",
+                "-r",
+                "2001:db8:1::/64=1200",
+            ],
+            "below the minimum of IPv6",
+        ),
+        (
+            vec![
+                "respond",
+                "--netns",
+                "pmtu-no-such-ns",
+                "-i",
+                "v0",
+                "-r",
+                "198.51.100.0/24=1300",
+            ],
+            "does not exist",
+        ),
+    ] {
+        let (code, err) = pmtu(&args);
+        assert_ne!(code, 0, "{args:?} succeeded");
+        assert!(err.contains(says), "{args:?}: expected `{says}` in: {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
+    }
+    assert!(!xdp_attached(ns, "v0"));
+
+    // Somebody else's XDP program on the interface.
+    let other = pair.respond(&["198.51.100.0/24=1300"]);
+    let (code, err) = pmtu(&[
+        "respond",
+        "--netns",
+        ns,
+        "-i",
+        "v0",
+        "-r",
+        "198.51.100.0/24=1300",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("already attached"), "{err}");
+    drop(other.stop());
+    assert!(!xdp_attached(ns, "v0"));
+}
+
+#[test]
+fn not_root_is_refused_with_a_hint() {
+    // Run as `nobody` through setpriv when it is available; skip quietly otherwise.
+    let Ok(out) = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", PMTU])
+        .args(["respond", "-i", "lo", "-r", "198.51.100.0/24=1300"])
+        .output()
+    else {
+        return;
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("needs root"), "{err}");
+}
