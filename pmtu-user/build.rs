@@ -40,7 +40,11 @@ fn build() -> Result<(), String> {
     let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|e| e.to_string())?);
     let ebpf = manifest.join("../pmtu-ebpf");
     let common = manifest.join("../pmtu-common");
-    for p in [ebpf.join("src"), ebpf.join("Cargo.toml"), common.join("src")] {
+    for p in [
+        ebpf.join("src"),
+        ebpf.join("Cargo.toml"),
+        common.join("src"),
+    ] {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     println!("cargo:rerun-if-env-changed=PMTU_EBPF_TOOLCHAIN");
@@ -52,22 +56,30 @@ fn build() -> Result<(), String> {
     let (toolchain, bootstrap) = toolchain();
     let target_dir = out_dir.join("ebpf-target");
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", &toolchain, "cargo", "build", "--package", "pmtu-ebpf", "--bins"])
-        .args(["--release", "--target", target, "-Z", "build-std=core"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(&ebpf)
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            [
-                format!("--cfg=bpf_target_arch=\"{arch}\""),
-                "-Cdebuginfo=2".into(),
-                "-Clink-arg=--btf".into(),
-            ]
-            .join("\x1f"),
-        )
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    cmd.args([
+        "run",
+        &toolchain,
+        "cargo",
+        "build",
+        "--package",
+        "pmtu-ebpf",
+        "--bins",
+    ])
+    .args(["--release", "--target", target, "-Z", "build-std=core"])
+    .arg("--target-dir")
+    .arg(&target_dir)
+    .current_dir(&ebpf)
+    .env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        [
+            format!("--cfg=bpf_target_arch=\"{arch}\""),
+            "-Cdebuginfo=2".into(),
+            "-Clink-arg=--btf".into(),
+        ]
+        .join("\x1f"),
+    )
+    .env_remove("RUSTC")
+    .env_remove("RUSTC_WORKSPACE_WRAPPER");
     if bootstrap {
         cmd.env("RUSTC_BOOTSTRAP", "1");
     }
@@ -75,9 +87,14 @@ fn build() -> Result<(), String> {
         .status()
         .map_err(|e| format!("cannot run rustup ({e}); is rustup installed?"))?;
     if !status.success() {
-        return Err(format!("building the XDP program failed ({status}): {cmd:?}"));
+        return Err(format!(
+            "building the XDP program failed ({status}): {cmd:?}"
+        ));
     }
-    copy(&target_dir.join(target).join("release/pmtu"), &out_dir.join("pmtu.bpf.o"))
+    copy(
+        &target_dir.join(target).join("release/pmtu"),
+        &out_dir.join("pmtu.bpf.o"),
+    )
 }
 
 fn copy(from: &Path, to: &Path) -> Result<(), String> {

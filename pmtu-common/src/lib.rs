@@ -52,7 +52,8 @@ pub const RULE_F_PASS: u8 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rule {
-    /// Largest IP packet (total length) that fits the emulated next hop.
+    /// The MTU announced in the ICMP error; also the largest IP packet (total length) that
+    /// fits, unless `limit` says otherwise.
     pub mtu: u32,
     /// How many ICMP errors this rule may send; 0 = no limit.
     pub budget: u32,
@@ -62,7 +63,22 @@ pub struct Rule {
     pub action: u8,
     /// `RULE_F_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 6],
+    /// Packets longer than this are too big; 0 = `mtu`. Lets a test announce an MTU that does
+    /// not match the packet it quotes (a PTB of 1272 for a 1248-byte reply, say).
+    pub limit: u16,
+    pub _pad: [u8; 4],
+}
+
+impl Rule {
+    /// The IP length above which a packet is too big.
+    #[inline(always)]
+    pub fn too_big_above(&self) -> u32 {
+        if self.limit != 0 {
+            self.limit as u32
+        } else {
+            self.mtu
+        }
+    }
 }
 
 /// Single-entry array: the router's own addresses, used as the ICMP source.

@@ -370,7 +370,7 @@ fn decide(ctx: &XdpContext, pkt: &Packet, rule: &Rule) -> u32 {
     } else {
         XDP_DROP
     };
-    if pkt.ip_len <= rule.mtu as usize {
+    if pkt.ip_len <= rule.too_big_above() as usize {
         count(Counter::Fit);
         emit(ctx, pkt, rule, EventAction::Observed);
         return unanswered;

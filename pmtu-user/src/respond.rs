@@ -20,7 +20,8 @@ pub struct RespondArgs {
     /// Network namespace the interface is in (default: this process's).
     #[arg(long)]
     pub netns: Option<String>,
-    /// PREFIX=MTU[,action=answer|blackhole|observe][,budget=N][,pass]; repeatable.
+    /// PREFIX=MTU[,action=answer|blackhole|observe][,budget=N][,limit=N][,pass]; repeatable.
+    /// `limit` answers packets longer than N (default: MTU) while announcing MTU.
     /// `pass` delivers packets that are not answered instead of dropping them (a real hop).
     #[arg(long = "rule", short, required = true)]
     pub rules: Vec<String>,

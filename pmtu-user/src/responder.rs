@@ -58,6 +58,8 @@ pub struct RuleSpec {
     pub budget: u32,
     /// Deliver unanswered packets to the stack instead of dropping them.
     pub pass: bool,
+    /// Too big above this IP length instead of above `mtu` (0: `mtu`).
+    pub limit: u16,
 }
 
 impl RuleSpec {
@@ -67,6 +69,7 @@ impl RuleSpec {
             action: RuleAction::Answer,
             budget: 0,
             pass: false,
+            limit: 0,
         }
     }
 
@@ -76,11 +79,18 @@ impl RuleSpec {
             action: RuleAction::Observe,
             budget: 0,
             pass: false,
+            limit: 0,
         }
     }
 
     pub fn with_budget(mut self, budget: u32) -> Self {
         self.budget = budget;
+        self
+    }
+
+    /// Treat packets above `limit` as too big while announcing `mtu`.
+    pub fn with_limit(mut self, limit: u16) -> Self {
+        self.limit = limit;
         self
     }
 
@@ -91,7 +101,8 @@ impl RuleSpec {
             sent: 0,
             action: self.action as u8,
             flags: if self.pass { RULE_F_PASS } else { 0 },
-            _pad: [0; 6],
+            limit: self.limit,
+            _pad: [0; 4],
         }
     }
 }
@@ -510,7 +521,7 @@ fn decode(bytes: &[u8]) -> Option<Event> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const Event) })
 }
 
-/// Parses `PREFIX=MTU[,action=answer|blackhole|observe][,budget=N][,pass]`.
+/// Parses `PREFIX=MTU[,action=answer|blackhole|observe][,budget=N][,limit=N][,pass]`.
 pub fn parse_rule(text: &str, allow_below_minimum: bool) -> Result<(IpNet, RuleSpec)> {
     let (prefix, rest) = text
         .split_once('=')
@@ -545,6 +556,11 @@ pub fn parse_rule(text: &str, allow_below_minimum: bool) -> Result<(IpNet, RuleS
             Some(("action", "answer")) => spec.action = RuleAction::Answer,
             Some(("action", "blackhole")) => spec.action = RuleAction::Blackhole,
             Some(("action", "observe")) => spec.action = RuleAction::Observe,
+            Some(("limit", n)) => {
+                spec.limit = n
+                    .parse()
+                    .map_err(|_| anyhow!("rule `{text}`: limit `{n}` is not a number up to 65535"))?
+            }
             Some(("budget", n)) => {
                 spec.budget = n
                     .parse()
@@ -552,7 +568,7 @@ pub fn parse_rule(text: &str, allow_below_minimum: bool) -> Result<(IpNet, RuleS
             }
             None if part == "pass" => spec.pass = true,
             _ => bail!(
-                "rule `{text}`: unknown option `{part}` (known: action=answer|blackhole|observe, budget=N, pass)"
+                "rule `{text}`: unknown option `{part}` (known: action=answer|blackhole|observe, budget=N, limit=N, pass)"
             ),
         }
     }
