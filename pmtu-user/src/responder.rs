@@ -138,7 +138,7 @@ pub struct Responder {
 /// aya-log's logger must stay alive (its map fd) and be polled to print.
 enum Logger {
     None,
-    Idle(#[allow(dead_code)] aya_log::EbpfLogger<&'static dyn log::Log>),
+    Idle(#[allow(dead_code)] Box<aya_log::EbpfLogger<&'static dyn log::Log>>),
     Polled(tokio::task::JoinHandle<()>),
 }
 
@@ -451,7 +451,7 @@ fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
 impl Logger {
     fn spawn(logger: aya_log::EbpfLogger<&'static dyn log::Log>) -> Self {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return Logger::Idle(logger);
+            return Logger::Idle(Box::new(logger));
         };
         let _guard = handle.enter();
         // SAFETY: the logger owns its ring buffer's fd, open and unchanged while it lives.

@@ -1,0 +1,129 @@
+//! `cargo xtask bench xdp | suite`.
+use std::{
+    collections::BTreeMap,
+    ffi::OsString,
+    path::Path,
+    process::{Command, ExitCode},
+    time::Duration,
+};
+
+use anyhow::{bail, Result};
+
+use crate::{
+    exec,
+    lab::{Lab, SuiteRun},
+};
+
+/// `pmtu bench xdp ARGS`, its output passed through; its exit status is ours.
+pub fn xdp(pmtu: &Path, args: &[OsString]) -> Result<ExitCode> {
+    let mut cmd = Command::new(pmtu);
+    cmd.args(["bench", "xdp"]).args(args);
+    let status = exec::status(&mut cmd)?;
+    exec::check_interrupted()?;
+    if !status.success() {
+        eprintln!(
+            "xtask: {} failed with {}",
+            exec::describe(&cmd),
+            exec::describe_status(status)
+        );
+    }
+    Ok(ExitCode::from(exec::exit_code_of(status)))
+}
+
+/// The lab `bench suite` uses.
+const LAB: &str = "pmtu-bench";
+
+/// The suite `runs` times on one lab: per-scenario and whole-run medians.
+pub fn suite(pmtu: &Path, runs: u32) -> Result<ExitCode> {
+    let lab = Lab::up(pmtu, LAB)?;
+    let mut results: Vec<SuiteRun> = Vec::new();
+    let mut failed_runs = 0;
+    for i in 1..=runs {
+        let run = lab.run_suite()?;
+        println!(
+            "run {i}/{runs}: {}, {:.2} s",
+            run.counts(),
+            run.wall.as_secs_f64()
+        );
+        if !run.passed() {
+            failed_runs += 1;
+            for s in run.failures() {
+                println!("  FAIL {}: {}", s.name, s.reason());
+            }
+        }
+        results.push(run);
+    }
+    drop(lab);
+    print_medians(&results);
+    if failed_runs > 0 {
+        bail!("{failed_runs} of {runs} runs had failures: the timings above include them");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_medians(results: &[SuiteRun]) {
+    // Scenarios in the order of the first run, then any that only appeared later.
+    let mut order: Vec<&str> = Vec::new();
+    let mut durations: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for run in results {
+        for s in &run.scenarios {
+            if !order.contains(&s.name.as_str()) {
+                order.push(&s.name);
+            }
+            durations.entry(&s.name).or_default().push(s.duration_ms);
+        }
+    }
+    let width = order.iter().map(|n| n.len()).max().unwrap_or(0).max(12);
+    println!("median over {} runs:", results.len());
+    for name in &order {
+        let values = durations.remove(name).unwrap_or_default();
+        println!(
+            "  {name:<width$} {:>8.1} ms  ({} runs)",
+            median(values.clone()),
+            values.len()
+        );
+    }
+    let summary = median(results.iter().map(|r| r.summary.duration_ms).collect());
+    let wall = median(
+        results
+            .iter()
+            .map(|r| r.wall.as_secs_f64() * 1000.0)
+            .collect(),
+    );
+    println!("  {:<width$} {summary:>8.1} ms  (pmtu's summary)", "total");
+    println!(
+        "  {:<width$} {wall:>8.1} ms  (wall time of `pmtu run`, goal <= 2000 ms)",
+        "total wall"
+    );
+}
+
+/// The median; the mean of the two middle values for an even count; 0 for none.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// Seconds with one decimal, for progress lines.
+pub fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![]), 0.0);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+}

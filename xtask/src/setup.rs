@@ -1,0 +1,381 @@
+//! `cargo xtask setup`: what the build and the suite need on a fresh Debian machine.
+//!
+//! Each part checks first and does nothing when it is already there, so a second run takes a
+//! fraction of a second:
+//! - rust-src for the toolchain that builds the XDP program (nightly, else stable, which the
+//!   build then drives with RUSTC_BOOTSTRAP=1: see pmtu-user/build.rs);
+//! - bpf-linker 0.13.0, linked against the toolchain's own libLLVM (docs: toolchain.md);
+//! - the Debian packages the suite runs (ip, ethtool, nft, inetd, ping, sysctl).
+use std::{
+    fs,
+    os::unix::fs::{symlink, PermissionsExt},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::exec::{self, cargo, output, run, which};
+
+/// The bpf-linker release the build is known to work with (LLVM 22, rustc 1.97).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages the suite uses: `ip`, `ethtool`, `nft`, inetd's chargen/echo for REMOTE,
+/// `ping`, `sysctl`.
+pub const PACKAGES: &[&str] = &[
+    "iproute2",
+    "ethtool",
+    "nftables",
+    "openbsd-inetd",
+    "iputils-ping",
+    "procps",
+];
+
+/// Whether missing Debian packages are an error (explicit `setup`, the suite) or only a
+/// warning (a non-root `build`, which does not need them).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Packages {
+    Required,
+    Optional,
+}
+
+pub fn setup(packages: Packages) -> Result<()> {
+    let toolchain = ebpf_toolchain();
+    rust_src(&toolchain)?;
+    bpf_linker(&toolchain)?;
+    debian_packages(packages)
+}
+
+/// The toolchain that builds the XDP program, chosen as pmtu-user/build.rs chooses it.
+fn ebpf_toolchain() -> String {
+    if let Ok(t) = std::env::var("PMTU_EBPF_TOOLCHAIN") {
+        return t;
+    }
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if nightly { "nightly" } else { "stable" }.into()
+}
+
+fn rust_src(toolchain: &str) -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        toolchain,
+    ]))
+    .context("listing rustup components (is rustup installed? https://rustup.rs)")?;
+    if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
+        println!("setup: rust-src ok ({toolchain})");
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", toolchain]))
+        .context("adding rust-src, which the XDP build needs to compile `core`")?;
+    println!("setup: installed rust-src ({toolchain})");
+    Ok(())
+}
+
+/// `bpf-linker --version` -> "0.13.0", or None when it does not run.
+fn linker_version(program: &Path) -> Option<String> {
+    let out = Command::new(program).arg("--version").output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().nth(1).map(str::to_owned)
+}
+
+/// Where `cargo install` puts binaries: $CARGO_INSTALL_ROOT/bin, else $CARGO_HOME/bin, else
+/// ~/.cargo/bin.
+fn install_bin() -> PathBuf {
+    if let Some(root) = std::env::var_os("CARGO_INSTALL_ROOT") {
+        return PathBuf::from(root).join("bin");
+    }
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        return PathBuf::from(home).join("bin");
+    }
+    home().join(".cargo/bin")
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
+/// The directory the bpf-linker binary's rpath points to: fixed, outside the checkout, so the
+/// linker keeps working whatever checkout built it.
+pub fn llvm_lib_dir() -> PathBuf {
+    home().join(".cache/pmtu/llvm/lib")
+}
+
+/// Puts `dir` first on this process's PATH (and so on its children's).
+fn prepend_path(dir: &Path) {
+    let old = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![dir.to_path_buf()];
+    dirs.extend(std::env::split_paths(&old));
+    if let Ok(joined) = std::env::join_paths(dirs) {
+        std::env::set_var("PATH", joined);
+    }
+}
+
+fn bpf_linker(toolchain: &str) -> Result<()> {
+    let bin = install_bin();
+    let installed = bin.join("bpf-linker");
+    let on_path = which("bpf-linker");
+    if let Some(p) = &on_path {
+        if linker_version(p).as_deref() == Some(BPF_LINKER_VERSION) {
+            println!("setup: bpf-linker {BPF_LINKER_VERSION} ok");
+            return Ok(());
+        }
+    }
+    if linker_version(&installed).as_deref() == Some(BPF_LINKER_VERSION) {
+        // Installed but not first on PATH: the XDP build calls it by name.
+        prepend_path(&bin);
+        println!(
+            "setup: bpf-linker {BPF_LINKER_VERSION} ok (xtask puts {} first on PATH; add it \
+             to PATH to build without xtask)",
+            bin.display()
+        );
+        return Ok(());
+    }
+    install_bpf_linker(toolchain)?;
+    match linker_version(&installed) {
+        Some(v) if v == BPF_LINKER_VERSION => {}
+        other => bail!(
+            "bpf-linker was installed but {} reports version {other:?}, expected \
+             {BPF_LINKER_VERSION}",
+            installed.display()
+        ),
+    }
+    if which("bpf-linker").as_deref() != Some(installed.as_path()) {
+        prepend_path(&bin);
+        println!(
+            "setup: note: add {} to PATH to build without xtask",
+            bin.display()
+        );
+    }
+    println!("setup: installed bpf-linker {BPF_LINKER_VERSION}");
+    Ok(())
+}
+
+/// Builds bpf-linker against the toolchain's own libLLVM, as docs/toolchain.md describes:
+/// Debian's LLVM is too old, and the default feature wants a newer LLVM than rustc's.
+fn install_bpf_linker(toolchain: &str) -> Result<()> {
+    let sysroot =
+        output(Command::new("rustup").args(["run", toolchain, "rustc", "--print", "sysroot"]))
+            .with_context(|| format!("finding the sysroot of the {toolchain} toolchain"))?;
+    let sysroot_lib = PathBuf::from(sysroot.trim()).join("lib");
+    let (libllvm, major) = find_libllvm(&sysroot_lib)?;
+    let dir = llvm_lib_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let soname = libllvm
+        .file_name()
+        .context("libLLVM path has no file name")?;
+    // The soname the binary asks for, and the name the linker looks for.
+    for link in [dir.join(soname), dir.join("libLLVM.so")] {
+        replace_symlink(&libllvm, &link)?;
+    }
+    let prefix = dir.parent().context("LLVM lib dir has no parent")?;
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against {} (LLVM {major}; about 90 s)",
+        libllvm.display()
+    );
+    let mut cmd = cargo();
+    cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+        .args(["--locked", "--force", "--no-default-features", "--features"])
+        .arg(format!("llvm-{major}"))
+        .env("LLVM_PREFIX", prefix);
+    run(&mut cmd).context(
+        "building bpf-linker failed: see cargo's messages above (docs: \
+         /work/shared/docs/toolchain.md, step 2)",
+    )
+}
+
+/// The toolchain's libLLVM (`libLLVM.so.22.1-rust-1.97.0-nightly`) and its major version.
+fn find_libllvm(lib: &Path) -> Result<(PathBuf, u32)> {
+    let entries = fs::read_dir(lib).with_context(|| format!("reading {}", lib.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("libLLVM.so.")) else {
+            continue;
+        };
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(major) = digits.parse() {
+            return Ok((entry.path(), major));
+        }
+    }
+    bail!(
+        "no libLLVM.so.* in {}: this toolchain does not ship the shared LLVM that bpf-linker \
+         links against",
+        lib.display()
+    )
+}
+
+fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
+    if fs::symlink_metadata(link).is_ok() {
+        fs::remove_file(link).with_context(|| format!("removing {}", link.display()))?;
+    }
+    symlink(target, link)
+        .with_context(|| format!("linking {} -> {}", link.display(), target.display()))
+}
+
+/// The packages of `PACKAGES` that dpkg does not report as installed.
+fn missing_packages() -> Result<Vec<&'static str>> {
+    // dpkg-query exits 1 when some package is unknown; its stdout still lists the others.
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${Status}\\n"])
+        .args(PACKAGES)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .context(
+            "cannot run dpkg-query: `cargo xtask setup` installs packages on Debian; elsewhere \
+             install iproute2, ethtool, nftables, an inetd with chargen/echo, ping and sysctl \
+             by hand",
+        )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let installed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.ends_with(" ok installed"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    Ok(PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(p))
+        .collect())
+}
+
+fn debian_packages(need: Packages) -> Result<()> {
+    let missing = missing_packages()?;
+    if missing.is_empty() {
+        println!("setup: debian packages ok");
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !exec::is_root() {
+        let msg = format!(
+            "missing Debian packages: {list}; run `cargo xtask setup` as root (or `apt-get \
+             install {list}`)"
+        );
+        if need == Packages::Required {
+            bail!(msg);
+        }
+        println!("setup: warning: {msg} (the build does not need them, the suite does)");
+        return Ok(());
+    }
+    // apt-get update only when something is missing: it is the slow part.
+    run(Command::new("apt-get")
+        .args(["update", "-q"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("apt-get update failed: check the package sources in /etc/apt")?;
+    {
+        // openbsd-inetd's install would start an inetd in the root namespace; the lab starts
+        // its own inside REMOTE's namespace.
+        let _no_services = NoServiceStart::install(Path::new(POLICY_RC_D))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+        .with_context(|| format!("installing {list} failed: see apt-get's messages above"))?;
+    }
+    let still = missing_packages()?;
+    if !still.is_empty() {
+        bail!(
+            "apt-get reported success but these are still not installed: {}",
+            still.join(" ")
+        );
+    }
+    println!("setup: installed {list}");
+    Ok(())
+}
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// A policy-rc.d that forbids starting services (exit 101) while packages install; removed on
+/// drop, and only when this guard created it (an existing one is left alone).
+pub struct NoServiceStart {
+    created: Option<PathBuf>,
+}
+
+impl NoServiceStart {
+    pub fn install(path: &Path) -> Result<Self> {
+        if fs::symlink_metadata(path).is_ok() {
+            return Ok(Self { created: None });
+        }
+        fs::write(
+            path,
+            "#!/bin/sh\n# Written by `cargo xtask setup` while it installs packages: start no \
+             service.\nexit 101\n",
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {} executable", path.display()))?;
+        Ok(Self {
+            created: Some(path.to_path_buf()),
+        })
+    }
+}
+
+impl Drop for NoServiceStart {
+    fn drop(&mut self) {
+        if let Some(path) = &self.created {
+            if let Err(e) = fs::remove_file(path) {
+                eprintln!("setup: warning: cannot remove {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn policy_rc_d_is_created_and_removed() {
+        let dir = temp_dir("policy-new");
+        let path = dir.join("policy-rc.d");
+        {
+            let _guard = NoServiceStart::install(&path).expect("install");
+            // Through sh: exec'ing a file just written can race with forks in other test threads.
+            let status = Command::new("sh")
+                .arg(&path)
+                .status()
+                .expect("run policy-rc.d");
+            assert_eq!(status.code(), Some(101));
+        }
+        assert!(!path.exists(), "the guard removes the file it created");
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn existing_policy_rc_d_is_left_alone() {
+        let dir = temp_dir("policy-old");
+        let path = dir.join("policy-rc.d");
+        fs::write(&path, "#!/bin/sh\nexit 0\n").expect("write");
+        drop(NoServiceStart::install(&path).expect("install"));
+        assert_eq!(
+            fs::read_to_string(&path).expect("read"),
+            "#!/bin/sh\nexit 0\n"
+        );
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn finds_libllvm_and_its_major_version() {
+        let dir = temp_dir("llvm");
+        fs::write(dir.join("librustc_driver-1234.so"), "").expect("write");
+        fs::write(dir.join("libLLVM.so.22.1-rust-1.97.0-nightly"), "").expect("write");
+        let (path, major) = find_libllvm(&dir).expect("found");
+        assert_eq!(major, 22);
+        assert!(path.ends_with("libLLVM.so.22.1-rust-1.97.0-nightly"));
+        fs::remove_dir_all(dir).ok();
+    }
+}
