@@ -1,7 +1,6 @@
 //! pmtu: a Path MTU Discovery regression suite around an XDP responder.
 //!
 //! The `pmtu` binary (src/main.rs) is a thin CLI over these modules.
-// pub mod bench; (enabled once wire.rs lands)
 pub mod capture;
 pub mod event;
 pub mod lab;
