@@ -1,1 +1,343 @@
-//! (being written)
+//! `--pcap FILE`: every frame the controller sent, every packet the responder reported, and
+//! the ICMP errors it answered with, in a pcap file that Wireshark opens.
+//!
+//! Reported packets are stored as the XDP program saw their first bytes (a truncated capture
+//! with the original length). The ICMP answer is rebuilt from those bytes the way the program
+//! builds it, so the quote is truncated in the file but its lengths are the real ones.
+use std::{
+    fs::File,
+    io::BufWriter,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+    sync::Mutex,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result};
+use pcap_file::{
+    pcap::{PcapHeader, PcapPacket, PcapWriter},
+    DataLink,
+};
+use pmtu_common::{
+    Event, EventAction, ICMP4_HEADERS, ICMP4_MAX_ERROR_LEN, ICMP6_HEADERS, ICMP6_MAX_ERROR_LEN,
+};
+
+/// Converts CLOCK_MONOTONIC nanoseconds (the XDP program's clock) to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct MonoClock {
+    /// Wall-clock time minus monotonic time, in nanoseconds.
+    offset_ns: i128,
+}
+
+fn clock_ns(id: libc::clockid_t) -> i128 {
+    // SAFETY: clock_gettime fills the timespec.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+impl MonoClock {
+    pub fn now() -> Self {
+        MonoClock {
+            offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+        }
+    }
+
+    /// Time since the Unix epoch of a monotonic timestamp.
+    pub fn to_unix(&self, mono_ns: u64) -> Duration {
+        let ns = (mono_ns as i128 + self.offset_ns).max(0);
+        Duration::from_nanos(ns as u64)
+    }
+}
+
+struct Record {
+    when: Duration,
+    orig_len: u32,
+    data: Vec<u8>,
+}
+
+/// Records collected during a run, written at its end.
+pub struct Capture {
+    records: Mutex<Vec<Record>>,
+    routers: Mutex<(Ipv4Addr, Ipv6Addr)>,
+}
+
+impl Default for Capture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Capture {
+    pub fn new() -> Self {
+        Capture {
+            records: Mutex::new(Vec::new()),
+            routers: Mutex::new((Ipv4Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED)),
+        }
+    }
+
+    /// The source addresses of the ICMP errors (LOCAL_ADDR, LOCAL_ADDR6).
+    pub fn set_routers(&self, v4: Ipv4Addr, v6: Ipv6Addr) {
+        *lock(&self.routers) = (v4, v6);
+    }
+
+    fn push(&self, when: Duration, orig_len: usize, data: Vec<u8>) {
+        lock(&self.records).push(Record {
+            when,
+            orig_len: orig_len as u32,
+            data,
+        });
+    }
+
+    /// A frame the controller sent, now.
+    pub fn sent(&self, frame: &[u8]) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.push(now, frame.len(), frame.to_vec());
+    }
+
+    /// A packet the responder reported, and the ICMP error when it answered one.
+    pub fn event(&self, ev: &Event, clock: &MonoClock) {
+        let head = &ev.head[..(ev.head_len as usize).min(ev.head.len())];
+        let Some(l2_len) = l2_len(head) else { return };
+        let when = clock.to_unix(ev.ts_ns);
+        self.push(when, l2_len + ev.ip_len as usize, head.to_vec());
+        if ev.action == EventAction::Answered as u8 {
+            let routers = *lock(&self.routers);
+            if let Some((frame, orig_len)) = icmp_answer(head, l2_len, ev, routers) {
+                self.push(when + Duration::from_nanos(1), orig_len, frame);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.records).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes every record, in time order; returns how many.
+    pub fn write(&self, path: &Path) -> Result<usize> {
+        let mut records = lock(&self.records);
+        records.sort_by_key(|r| r.when);
+        let file = File::create(path)
+            .with_context(|| format!("creating the pcap file {}", path.display()))?;
+        let header = PcapHeader {
+            datalink: DataLink::ETHERNET,
+            ..Default::default()
+        };
+        let mut writer = PcapWriter::with_header(BufWriter::new(file), header)
+            .with_context(|| format!("writing {}", path.display()))?;
+        for r in records.iter() {
+            writer
+                .write_packet(&PcapPacket::new(r.when, r.orig_len, &r.data))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(records.len())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Length of the Ethernet header with up to two VLAN tags.
+fn l2_len(frame: &[u8]) -> Option<usize> {
+    let mut len = 14;
+    for _ in 0..2 {
+        let ethertype = u16::from_be_bytes([*frame.get(len - 2)?, *frame.get(len - 1)?]);
+        if ethertype != 0x8100 && ethertype != 0x88a8 {
+            break;
+        }
+        len += 4;
+    }
+    (frame.len() >= len).then_some(len)
+}
+
+fn sum16(data: &[u8]) -> u32 {
+    data.chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
+        .sum()
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The ICMP error the XDP program sent for this packet: MACs swapped, VLAN tags kept, the
+/// router as source, the quote as far as the event's bytes go. Returns (frame, original length).
+fn icmp_answer(
+    head: &[u8],
+    l2_len: usize,
+    ev: &Event,
+    (router4, router6): (Ipv4Addr, Ipv6Addr),
+) -> Option<(Vec<u8>, usize)> {
+    let mut frame = Vec::with_capacity(head.len() + ICMP6_HEADERS);
+    frame.extend_from_slice(head.get(6..12)?);
+    frame.extend_from_slice(head.get(0..6)?);
+    frame.extend_from_slice(head.get(12..l2_len)?);
+    let quote = head.get(l2_len..)?;
+    let ip_len = ev.ip_len as usize;
+    if ev.family == 4 {
+        let quoted = ip_len.min(ICMP4_MAX_ERROR_LEN - ICMP4_HEADERS);
+        let total = (ICMP4_HEADERS + quoted) as u16;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&router4.octets());
+        ip.extend_from_slice(&ev.src[..4]);
+        let c = fold(sum16(&ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut icmp = vec![3, 4, 0, 0, 0, 0];
+        icmp.extend_from_slice(&(ev.rule_mtu as u16).to_be_bytes());
+        icmp.extend_from_slice(quote);
+        let c = fold(sum16(&icmp));
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&icmp);
+        Some((frame, l2_len + total as usize))
+    } else {
+        let quoted = ip_len.min(ICMP6_MAX_ERROR_LEN - ICMP6_HEADERS);
+        let plen = (8 + quoted) as u16;
+        let mut ip = vec![0x60, 0, 0, 0];
+        ip.extend_from_slice(&plen.to_be_bytes());
+        ip.extend_from_slice(&[58, 64]);
+        ip.extend_from_slice(&router6.octets());
+        ip.extend_from_slice(&ev.src);
+        let mut icmp = vec![2, 0, 0, 0];
+        icmp.extend_from_slice(&ev.rule_mtu.to_be_bytes());
+        icmp.extend_from_slice(quote);
+        // The checksum covers the whole message; only part of the quote is in the file, so
+        // Wireshark may flag it: the lengths are what the program sent.
+        let pseudo = sum16(&ip[8..40]) + plen as u32 + 58;
+        let c = fold(pseudo + sum16(&icmp));
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&icmp);
+        Some((frame, l2_len + 40 + plen as usize))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{parse_icmp_error, tcp_frame, TcpFlags, TcpSegment, L2};
+    use pcap_file::pcap::PcapReader;
+
+    fn event_for(frame: &[u8], ip_len: u16, family: u8, src: [u8; 16]) -> Event {
+        let mut head = [0u8; pmtu_common::EVENT_HEAD_BYTES];
+        let n = frame.len().min(head.len());
+        head[..n].copy_from_slice(&frame[..n]);
+        Event {
+            ts_ns: 1_000_000,
+            src,
+            dst: [0; 16],
+            seq: 0,
+            ack: 0,
+            frag_id: 0,
+            rule_mtu: 1300,
+            ifindex: 1,
+            ip_len,
+            sport: 19,
+            dport: 40000,
+            l4_len: 0,
+            frag_off: 0,
+            head_len: n as u16,
+            family,
+            proto: 6,
+            tcp_flags: 0x10,
+            action: EventAction::Answered as u8,
+            frag: 0,
+            has_l4: 1,
+            _pad: [0; 2],
+            head,
+        }
+    }
+
+    #[test]
+    fn writes_a_readable_pcap_with_the_answers() {
+        let l2 = L2 {
+            src: [2, 0, 0, 0, 0, 2],
+            dst: [2, 0, 0, 0, 0, 1],
+        };
+        let seg = |src: &str, dst: &str| TcpSegment {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            sport: 19,
+            dport: 40000,
+            seq: 1,
+            ack: 1,
+            flags: TcpFlags {
+                ack: true,
+                ..Default::default()
+            },
+            window: 100,
+            mss: None,
+            payload: vec![b'x'; 1460],
+        };
+        let f4 = tcp_frame(&l2, &seg("192.0.2.2", "198.51.100.22")).unwrap();
+        let f6 = tcp_frame(&l2, &seg("2001:db8::2", "2001:db8:1::22")).unwrap();
+        let cap = Capture::new();
+        cap.set_routers("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        cap.sent(&f4);
+        let mut src4 = [0u8; 16];
+        src4[..4].copy_from_slice(&[192, 0, 2, 2]);
+        let src6: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let clock = MonoClock::now();
+        cap.event(&event_for(&f4, 1500, 4, src4), &clock);
+        cap.event(&event_for(&f6, 1520, 6, src6.octets()), &clock);
+        assert_eq!(cap.len(), 5);
+
+        let dir = std::env::temp_dir().join(format!("pmtu-capture-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.pcap");
+        assert_eq!(cap.write(&path).unwrap(), 5);
+        let mut reader = PcapReader::new(File::open(&path).unwrap()).unwrap();
+        assert_eq!(reader.header().datalink, DataLink::ETHERNET);
+        let mut packets = Vec::new();
+        while let Some(p) = reader.next_packet() {
+            let p = p.unwrap();
+            packets.push((p.orig_len, p.data.to_vec()));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(packets.len(), 5);
+        // The answers: truncated quotes (the event holds 128 bytes), real original lengths.
+        let (_, a4) = packets.iter().find(|(l, _)| *l == 14 + 576).unwrap();
+        assert_eq!(
+            (a4[14 + 9], a4[34], a4[35]),
+            (1, 3, 4),
+            "IPv4 ICMP type 3 code 4"
+        );
+        assert_eq!(u16::from_be_bytes([a4[40], a4[41]]), 1300);
+        assert_eq!(a4[0..6], l2.src, "sent back to REMOTE's MAC");
+        assert_eq!(a4[30..34], [192, 0, 2, 2]);
+        let ip_ok = {
+            let s: u32 = a4[14..34]
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+                .sum();
+            (s & 0xffff) + (s >> 16) == 0xffff
+        };
+        assert!(ip_ok, "IPv4 header checksum");
+        let (_, a6) = packets.iter().find(|(l, _)| *l == 14 + 1280).unwrap();
+        assert_eq!((a6[14 + 6], a6[54]), (58, 2), "ICMPv6 Packet Too Big");
+        assert_eq!(u32::from_be_bytes([a6[58], a6[59], a6[60], a6[61]]), 1300);
+        assert_eq!(a6[38..54], src6.octets());
+        // The reported packets keep their original lengths.
+        assert!(packets
+            .iter()
+            .any(|(l, d)| *l == 14 + 1500 && d.len() == 128));
+        assert!(
+            parse_icmp_error(&f4).is_err(),
+            "a data segment is no ICMP error"
+        );
+    }
+}

@@ -1654,7 +1654,12 @@ mod tests {
     fn proc_stat_of_self() {
         let me = std::process::id() as i32;
         let stat = proc_stat(me).unwrap();
-        assert_eq!(stat.state, 'R');
+        // Running, or sleeping while the test harness waits for other threads; never a zombie.
+        assert!(
+            matches!(stat.state, 'R' | 'S' | 'D'),
+            "state {}",
+            stat.state
+        );
         assert!(stat.start_time > 0);
         assert!(proc_stat(i32::MAX).is_none());
     }

@@ -342,8 +342,12 @@ impl Responder {
                 .remove(&Key::new(net.prefix_len() as u32, net.network().octets())),
         };
         match result {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e).with_context(|| format!("removing the rule for {prefix}")),
         }
     }

@@ -1,0 +1,115 @@
+//! pmtu: TCP path MTU discovery over IPv4 (RFC 1191).
+//!
+//! Fake a TCP handshake from FAKE_NET_ADDR to REMOTE's chargen. REMOTE sends full-size data;
+//! the router answers the first full-size segment with ICMP "fragmentation needed", next-hop
+//! MTU 1300, quoting it. REMOTE must resend the quoted data in segments of IP length exactly
+//! 1300, and send nothing larger afterwards.
+use std::net::SocketAddr;
+
+use anyhow::{bail, Result};
+use futures::FutureExt as _;
+use pmtu_common::EventAction;
+
+use crate::{
+    responder::RuleSpec,
+    suite::{tcp::FakeTcp, Ctx, Record, Scenario, REPLY_TIMEOUT},
+};
+
+pub const SCENARIO: Scenario = Scenario {
+    name: "pmtu",
+    about: "TCP over IPv4: ICMP frag-needed 1300 -> retransmit at IP length 1300",
+    run: |ctx, rec| story(ctx, rec, false).boxed(),
+};
+
+/// The announced next-hop MTU.
+pub const MTU: u16 = 1300;
+/// Linux's default net.ipv4.route.min_pmtu.
+const LINUX_MIN_PMTU: u16 = 552;
+/// The chargen service (RFC 864).
+pub const CHARGEN_PORT: u16 = 19;
+
+/// The pmtu story, for IPv4 (`pmtu`) and IPv6 (`pmtu6`).
+pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
+    let icmp = if v6 {
+        "Packet Too Big"
+    } else {
+        "fragmentation needed"
+    };
+    let fake = ctx.fake(v6);
+    let remote = SocketAddr::new(ctx.remote_addr(v6), CHARGEN_PORT);
+
+    log::info!("The router answers the first packet over {MTU} with ICMP {icmp}, MTU {MTU}, once.");
+    ctx.set_rule(fake.ip(), RuleSpec::answer(MTU as u32).with_budget(1))?;
+
+    log::info!("Send SYN packet, receive SYN+ACK, send ACK.");
+    let mut tcp = FakeTcp::connect(ctx, fake, remote).await?;
+
+    log::info!(
+        "Chargen fills our window with full-size segments; the router quotes the first one."
+    );
+    let quoted = tcp.wait_data_over(MTU).await?;
+    rec.measured("quoted_ip_len", quoted.ip_len);
+    match quoted.action {
+        Some(EventAction::Answered) => {}
+        Some(EventAction::NotDf) => bail!(
+            "REMOTE sent a {}-byte segment without DF: path MTU discovery is off on REMOTE \
+             (net.ipv4.ip_no_pmtu_disc, or a locked route MTU)",
+            quoted.ip_len
+        ),
+        other => bail!("the responder did not answer the quoted segment (action {other:?})"),
+    }
+    rec.measured("icmp_mtu", MTU);
+
+    log::info!(
+        "Acknowledge the data before the quoted segment, so that only the quoted data is missing."
+    );
+    tcp.ack(quoted.seq)?;
+
+    log::info!("Path MTU discovery will resend the quoted data with length {MTU}.");
+    let retx = tcp
+        .wait_seq(quoted.seq, "retransmission of the quoted segment")
+        .await?;
+    let why = if retx.ip_len == quoted.ip_len {
+        format!("REMOTE ignored the ICMP {icmp}")
+    } else if retx.ip_len > MTU {
+        "REMOTE adopted a larger path MTU than announced (a clamp such as net.ipv4.route.min_pmtu?)"
+            .to_string()
+    } else if retx.ip_len == LINUX_MIN_PMTU {
+        format!(
+            "REMOTE fell back to {LINUX_MIN_PMTU}, Linux's min_pmtu: with net.ipv4.ip_no_pmtu_disc=1 \
+             Linux answers frag-needed that way instead of adopting the MTU"
+        )
+    } else {
+        "REMOTE went below the announced MTU".to_string()
+    };
+    rec.check_eq("retransmit_ip_len", retx.ip_len, MTU, &why)?;
+
+    log::info!("The rest of the quoted range follows, no segment larger than {MTU}.");
+    let quoted_end = quoted.seq_end();
+    let mut largest = retx.ip_len;
+    let mut covered = retx.seq_end();
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+    while covered.wrapping_sub(quoted.seq) < quoted_end.wrapping_sub(quoted.seq) {
+        let Some(ev) = tcp.flow.next_until(deadline).await else {
+            bail!(
+                "REMOTE resent only {} of the {} quoted bytes",
+                covered.wrapping_sub(quoted.seq),
+                quoted.payload_len()
+            );
+        };
+        if ev.is_tcp() && ev.payload_len() > 0 {
+            largest = largest.max(ev.ip_len);
+            if ev.seq == covered {
+                covered = ev.seq_end();
+            }
+        }
+    }
+    rec.check_eq(
+        "largest_after_adopting",
+        largest,
+        MTU,
+        "REMOTE sent a segment larger than the path MTU it had adopted",
+    )?;
+    tcp.reset()?;
+    Ok(())
+}

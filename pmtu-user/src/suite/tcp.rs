@@ -1,0 +1,145 @@
+//! The fake host's side of a TCP connection, written as raw frames and judged from events.
+use std::net::SocketAddr;
+
+use anyhow::{Context as _, Result};
+
+use super::{hub::Flow, random_u32, Ctx, REPLY_TIMEOUT};
+use crate::{
+    event::{tcp_flags, PacketEvent},
+    wire::{tcp_frame, TcpFlags, TcpSegment},
+};
+
+/// Our receive window: large enough that REMOTE fills its congestion window with full-size
+/// segments, no window scaling.
+pub const WINDOW: u16 = 65535;
+
+/// MSS to announce: Linux assumes 536 without the option.
+pub fn mss_for(remote: SocketAddr) -> u16 {
+    if remote.is_ipv4() {
+        1460
+    } else {
+        1440
+    }
+}
+
+pub struct FakeTcp<'a> {
+    ctx: &'a Ctx,
+    pub flow: Flow,
+    pub fake: SocketAddr,
+    pub remote: SocketAddr,
+    /// Our next sequence number.
+    snd_nxt: u32,
+    /// REMOTE's initial sequence number + 1: the first data byte.
+    pub data_start: u32,
+    reset_sent: bool,
+}
+
+impl<'a> FakeTcp<'a> {
+    /// "Send SYN packet, receive SYN+ACK, send ACK."
+    pub async fn connect(ctx: &'a Ctx, fake: SocketAddr, remote: SocketAddr) -> Result<Self> {
+        let flow = ctx.hub.flow(fake);
+        let iss = random_u32();
+        let mut tcp = FakeTcp {
+            ctx,
+            flow,
+            fake,
+            remote,
+            snd_nxt: iss,
+            data_start: 0,
+            reset_sent: false,
+        };
+        tcp.send(
+            TcpFlags {
+                syn: true,
+                ..Default::default()
+            },
+            0,
+            Some(mss_for(remote)),
+        )?;
+        tcp.snd_nxt = iss.wrapping_add(1);
+        let want = iss.wrapping_add(1);
+        let synack = tcp
+            .flow
+            .wait_for("SYN+ACK from REMOTE's chargen", REPLY_TIMEOUT, |e| {
+                e.is_tcp()
+                    && e.has_flag(tcp_flags::SYN | tcp_flags::ACK)
+                    && e.ack == want
+                    && e.sport == remote.port()
+            })
+            .await
+            .with_context(|| {
+                format!("is chargen listening on {remote}? (`pmtu check-setup` checks)")
+            })?;
+        tcp.data_start = synack.seq.wrapping_add(1);
+        tcp.ack(tcp.data_start)?;
+        Ok(tcp)
+    }
+
+    fn send(&self, flags: TcpFlags, ack: u32, mss: Option<u16>) -> Result<()> {
+        let seg = TcpSegment {
+            src: self.fake.ip(),
+            dst: self.remote.ip(),
+            sport: self.fake.port(),
+            dport: self.remote.port(),
+            seq: self.snd_nxt,
+            ack,
+            flags,
+            window: WINDOW,
+            mss,
+            payload: Vec::new(),
+        };
+        self.ctx.send(&tcp_frame(&self.ctx.l2, &seg)?)
+    }
+
+    /// Acknowledges REMOTE's data up to (not including) `ack`.
+    pub fn ack(&self, ack: u32) -> Result<()> {
+        self.send(
+            TcpFlags {
+                ack: true,
+                ..Default::default()
+            },
+            ack,
+            None,
+        )
+    }
+
+    /// Ends the connection the way the original suite does: RST.
+    pub fn reset(&mut self) -> Result<()> {
+        self.reset_sent = true;
+        self.send(
+            TcpFlags {
+                rst: true,
+                ..Default::default()
+            },
+            0,
+            None,
+        )
+    }
+
+    /// The first data segment of REMOTE larger than `len` (IP length).
+    pub async fn wait_data_over(&mut self, len: u16) -> Result<PacketEvent> {
+        let what = format!("data segment of IP length over {len} from chargen");
+        self.flow
+            .wait_for(&what, REPLY_TIMEOUT, |e| {
+                e.is_tcp() && e.payload_len() > 0 && e.ip_len > len
+            })
+            .await
+    }
+
+    /// The next segment that carries sequence number `seq`.
+    pub async fn wait_seq(&mut self, seq: u32, what: &str) -> Result<PacketEvent> {
+        self.flow
+            .wait_for(what, REPLY_TIMEOUT, |e| {
+                e.is_tcp() && e.payload_len() > 0 && e.seq == seq
+            })
+            .await
+    }
+}
+
+impl Drop for FakeTcp<'_> {
+    fn drop(&mut self) {
+        if !self.reset_sent {
+            let _ = self.reset();
+        }
+    }
+}
