@@ -13,6 +13,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use crate::wire::{internet_checksum, sum16};
 use anyhow::{Context as _, Result};
 use pcap_file::{
     pcap::{PcapHeader, PcapPacket, PcapWriter},
@@ -160,19 +161,6 @@ fn l2_len(frame: &[u8]) -> Option<usize> {
     (frame.len() >= len).then_some(len)
 }
 
-fn sum16(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
-        .sum()
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// The ICMP error the XDP program sent for this packet: MACs swapped, VLAN tags kept, the
 /// router as source, the quote as far as the event's bytes go. Returns (frame, original length).
 fn icmp_answer(
@@ -194,12 +182,12 @@ fn icmp_answer(
         ip[2..4].copy_from_slice(&total.to_be_bytes());
         ip.extend_from_slice(&router4.octets());
         ip.extend_from_slice(&ev.src[..4]);
-        let c = fold(sum16(&ip));
+        let c = internet_checksum(0, &ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         let mut icmp = vec![3, 4, 0, 0, 0, 0];
         icmp.extend_from_slice(&(ev.rule_mtu as u16).to_be_bytes());
         icmp.extend_from_slice(quote);
-        let c = fold(sum16(&icmp));
+        let c = internet_checksum(0, &icmp);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
         frame.extend_from_slice(&ip);
         frame.extend_from_slice(&icmp);
@@ -218,7 +206,7 @@ fn icmp_answer(
         // The checksum covers the whole message; only part of the quote is in the file, so
         // Wireshark may flag it: the lengths are what the program sent.
         let pseudo = sum16(&ip[8..40]) + plen as u32 + 58;
-        let c = fold(pseudo + sum16(&icmp));
+        let c = internet_checksum(pseudo, &icmp);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
         frame.extend_from_slice(&ip);
         frame.extend_from_slice(&icmp);

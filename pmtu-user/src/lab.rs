@@ -1527,7 +1527,7 @@ pub async fn cli(args: LabArgs, lab: &str, mode: AttachMode) -> Result<()> {
             tokio::pin!(task);
             let lab = tokio::select! {
                 result = &mut task => result.context("the lab task failed")??,
-                () = interrupted() => {
+                () = crate::signals::stop() => {
                     eprintln!("interrupted: removing the half-built lab `{name}`");
                     let _ = task.await;
                     tokio::task::spawn_blocking(move || down(&name)).await??;
@@ -1606,21 +1606,6 @@ pub async fn cli(args: LabArgs, lab: &str, mode: AttachMode) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn interrupted() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
 }
 
 #[cfg(test)]

@@ -132,18 +132,6 @@ impl RawSocket {
     }
 }
 
-/// Ones' complement checksum (ICMPv4; the kernel computes ICMPv6's on raw sockets).
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// One echo request from namespace `ns` to `dst`; the round-trip time of its reply.
 pub fn ping(ns: Option<&str>, dst: IpAddr, timeout: Duration) -> Result<Duration> {
     netns::run_in(ns, || {
@@ -162,8 +150,9 @@ pub fn ping(ns: Option<&str>, dst: IpAddr, timeout: Duration) -> Result<Duration
         msg.extend_from_slice(&id.to_be_bytes());
         msg.extend_from_slice(&seq.to_be_bytes());
         msg.extend_from_slice(b"pmtu ping");
+        // The kernel computes ICMPv6 checksums on raw sockets; ICMPv4 is ours to fill in.
         if dst.is_ipv4() {
-            let c = checksum(&msg);
+            let c = crate::wire::internet_checksum(0, &msg);
             msg[2..4].copy_from_slice(&c.to_be_bytes());
         }
         let start = Instant::now();

@@ -116,18 +116,26 @@ pub struct IcmpError {
     pub vlan_ids: Vec<u16>,
 }
 
-/// Ones' complement sum of 16-bit big-endian words (an odd last byte is padded with zero).
-fn sum16(data: &[u8]) -> u32 {
+/// Ones' complement sum of 16-bit big-endian words (an odd last byte is padded with zero),
+/// not yet folded.
+pub fn sum16(data: &[u8]) -> u32 {
     data.chunks(2)
         .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
         .sum()
 }
 
-fn fold(mut sum: u32) -> u16 {
+/// Folds a sum to 16 bits, not complemented: over data with its checksum, 0xffff means valid.
+pub fn fold(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     sum as u16
+}
+
+/// The Internet checksum (RFC 1071) of `data` plus `seed` (a pseudo-header's sum): the value to
+/// store in the header.
+pub fn internet_checksum(seed: u32, data: &[u8]) -> u16 {
+    !fold(seed + sum16(data))
 }
 
 /// Parses an ICMP error frame (Ethernet, up to two VLAN tags) and verifies its checksums over
