@@ -98,18 +98,21 @@ async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
             ],
         )
         .unwrap_or_default();
-    check(
-        "remote_mac",
-        if neigh.contains(&mac_text(t.remote_mac)) {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!(
-                "LOCAL's neighbour entry for REMOTE_ADDR is `{}`, REMOTE_MAC says {}: fix REMOTE_MAC",
-                neigh.trim(),
-                mac_text(t.remote_mac)
-            ))
-        },
-    );
+    let remote_mac = if neigh.contains(&mac_text(t.remote_mac)) {
+        Ok(())
+    } else if !neigh.contains("lladdr") {
+        Err(anyhow::anyhow!(
+            "LOCAL has not resolved REMOTE_ADDR's MAC (`{}`): is REMOTE on LOCAL_IF's link?",
+            neigh.trim()
+        ))
+    } else {
+        Err(anyhow::anyhow!(
+            "LOCAL's neighbour entry for REMOTE_ADDR is `{}`, REMOTE_MAC says {}: fix REMOTE_MAC",
+            neigh.trim(),
+            mac_text(t.remote_mac)
+        ))
+    };
+    check("remote_mac", remote_mac);
 
     for (key, fake, hint) in [
         (

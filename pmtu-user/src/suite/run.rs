@@ -55,10 +55,21 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
         if topo.remote_netns.is_none() && topo.remote_ssh.is_none() {
             bail!("REMOTE_SSH is not set: a real REMOTE needs it to reset its routes (or give REMOTE_NETNS for a REMOTE in a local namespace)");
         }
-        log::info!(
-            "real REMOTE from the environment, LOCAL_IF {}",
-            topo.local_if
-        );
+        log::info!("REMOTE from the environment, LOCAL_IF {}", topo.local_if);
+        // Variables that describe a lab (`pmtu lab status --env`) use its responder.
+        let lab_of_ns = topo
+            .local_netns
+            .as_deref()
+            .and_then(|ns| ns.strip_suffix("-local"))
+            .filter(|name| lab::exists(name));
+        if let Some(name) = lab_of_ns {
+            let responder = lab::open(name)?.responder()?;
+            return Ok(Setup {
+                topo,
+                responder,
+                _temp: None,
+            });
+        }
         let mut responder = Responder::load(None)?;
         responder.set_routers(topo.local_addr, topo.local_addr6)?;
         responder.set_rule(IpNet::V4(topo.fake_net), RuleSpec::observe())?;

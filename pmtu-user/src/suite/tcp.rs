@@ -1,7 +1,7 @@
 //! The fake host's side of a TCP connection, written as raw frames and judged from events.
 use std::net::SocketAddr;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 
 use super::{hub::Flow, random_u32, Ctx, REPLY_TIMEOUT};
 use crate::{
@@ -58,18 +58,24 @@ impl<'a> FakeTcp<'a> {
         )?;
         tcp.snd_nxt = iss.wrapping_add(1);
         let want = iss.wrapping_add(1);
-        let synack = tcp
+        let answer = tcp
             .flow
             .wait_for("SYN+ACK from REMOTE's chargen", REPLY_TIMEOUT, |e| {
                 e.is_tcp()
-                    && e.has_flag(tcp_flags::SYN | tcp_flags::ACK)
-                    && e.ack == want
                     && e.sport == remote.port()
+                    && e.ack == want
+                    && (e.has_flag(tcp_flags::SYN | tcp_flags::ACK) || e.has_flag(tcp_flags::RST))
             })
             .await
             .with_context(|| {
                 format!("is chargen listening on {remote}? (`pmtu check-setup` checks)")
             })?;
+        if answer.has_flag(tcp_flags::RST) {
+            bail!(
+                "REMOTE refused the connection with RST: nothing listens on tcp {remote} (chargen)"
+            );
+        }
+        let synack = answer;
         tcp.data_start = synack.seq.wrapping_add(1);
         tcp.ack(tcp.data_start)?;
         Ok(tcp)
