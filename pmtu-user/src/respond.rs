@@ -1,6 +1,9 @@
 //! `pmtu respond`: the responder alone on an interface, printing what it sees until Ctrl-C.
 //! Useful by itself to emulate a small-MTU hop in front of any host.
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::{
+    io::Write as _,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use anyhow::{bail, Context as _, Result};
 use ipnet::IpNet;
@@ -155,9 +158,12 @@ pub async fn cli(args: RespondArgs, mode: AttachMode) -> Result<()> {
             r = events.next_batch(&mut batch) => {
                 r?;
                 if !args.quiet {
+                    // A closed pipe must not panic past the detach below.
+                    let mut out = std::io::stdout().lock();
                     for ev in batch.drain(..) {
-                        println!("{}", PacketEvent::from(&ev));
+                        let _ = writeln!(out, "{}", PacketEvent::from(&ev));
                     }
+                    let _ = out.flush();
                 }
                 batch.clear();
             }

@@ -88,13 +88,19 @@ pub fn print_summary(format: Format, outcomes: &[Outcome], duration_ms: u64) {
         duration_ms,
     };
     match format {
-        Format::Json => println!("{}", serde_json::to_string(&summary).unwrap_or_default()),
+        Format::Json => say(&serde_json::to_string(&summary).unwrap_or_default()),
         Format::Human => {
             let mut line = format!("{} passed, {} failed", summary.passed, summary.failed);
             if summary.skipped > 0 {
                 line.push_str(&format!(", {} skipped", summary.skipped));
             }
-            println!("{line}");
+            say(&line);
         }
     }
+}
+
+/// One line on stdout; a closed pipe (`pmtu run | head`) is not worth a panic that would skip
+/// the clean-up.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
