@@ -95,6 +95,8 @@ fn main() -> ExitCode {
     let lab = cli.lab;
     let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = runtime.block_on(async move {
+        // Before anything is set up: Ctrl-C must unwind through the clean-up, never kill.
+        pmtu::signals::install();
         let one = |name: &str| vec![name.to_string()];
         match cli.cmd {
             Command::Run { names, args } => run::cli(&names, args, &lab, mode).await,
