@@ -391,3 +391,39 @@ fn bad_input_gets_one_clear_message() {
     let out = lab.pmtu(&["run", "check-setup", "pmtu"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn a_stale_lab_from_a_killed_run_is_replaced() {
+    let lab = Lab::name();
+    let mut child = Command::new(PMTU)
+        .args(["run", "--lab", &lab.0])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = format!("/run/pmtu/{}/temporary-for-pid", lab.0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !Path::new(&marker).exists() {
+        assert!(Instant::now() < deadline, "the temporary lab never came up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // No chance to clean up.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !lab.is_gone(),
+        "nothing left to replace: the test proves nothing"
+    );
+
+    let out = lab.pmtu(&["run", "ping"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("left by a killed run"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        lab.is_gone(),
+        "the replacement lab was not removed after the run"
+    );
+}

@@ -85,20 +85,46 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
         bail!("the built-in lab's REMOTE is this machine's Linux kernel: use --profile linux, or describe a real REMOTE with LOCAL_IF ... FAKE_NET_ADDR6");
     }
     if lab::exists(lab_name) {
-        let lab = lab::open(lab_name)?;
-        return Ok(Setup {
-            responder: lab.responder()?,
-            topo: lab.topology,
-            _temp: None,
-        });
+        match stale_reason(lab_name) {
+            None => {
+                let lab = lab::open(lab_name)?;
+                return Ok(Setup {
+                    responder: lab.responder()?,
+                    topo: lab.topology,
+                    _temp: None,
+                });
+            }
+            Some(why) => eprintln!("pmtu: replacing lab `{lab_name}`: {why}"),
+        }
+    } else {
+        eprintln!("pmtu: no lab `{lab_name}`; making a temporary one (`pmtu lab up` keeps one up)");
     }
-    eprintln!("pmtu: no lab `{lab_name}`; making a temporary one (`pmtu lab up` keeps one up)");
     let temp = lab::TempLab::up(lab_name, mode)?;
+    let marker = lab::state_dir(lab_name).join(TEMP_MARKER);
+    std::fs::write(&marker, std::process::id().to_string())
+        .with_context(|| format!("writing {}", marker.display()))?;
     Ok(Setup {
         responder: temp.responder()?,
         topo: temp.topology.clone(),
         _temp: Some(temp),
     })
+}
+
+/// In a temporary lab's state directory: the PID of the run that owns it.
+const TEMP_MARKER: &str = "temporary-for-pid";
+
+/// Why an existing lab must be rebuilt: a temporary lab whose run was killed, or a lab that is
+/// incomplete. None for a lab that is fine to use.
+fn stale_reason(name: &str) -> Option<String> {
+    if let Ok(pid) = std::fs::read_to_string(lab::state_dir(name).join(TEMP_MARKER)) {
+        let pid = pid.trim();
+        let alive = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains("pmtu"));
+        if !alive {
+            return Some(format!("a temporary lab left by a killed run (pid {pid})"));
+        }
+    }
+    lab::open(name).err().map(|e| format!("{e:#}"))
 }
 
 /// Resolves scenario names (all of them for an empty list), refusing unknown ones.
