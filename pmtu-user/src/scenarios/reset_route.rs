@@ -3,7 +3,7 @@
 use anyhow::Result;
 use futures::FutureExt as _;
 
-use crate::suite::{Ctx, Record, Scenario};
+use crate::suite::{Ctx, ProfileName, Record, Scenario};
 
 pub const SCENARIO: Scenario = Scenario {
     name: "reset-route",
@@ -14,6 +14,9 @@ pub const SCENARIO: Scenario = Scenario {
 async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
     log::info!("Flush the route caches (PMTU exceptions) of REMOTE and LOCAL.");
     ctx.reset_routes()?;
+    if ctx.profile.name != ProfileName::Linux {
+        return Ok(());
+    }
     let fake = ctx.topo.fake_net_addr.to_string();
     let route = ctx.remote("ip", &["route", "get", &fake])?;
     rec.check_eq(

@@ -111,9 +111,21 @@ impl Ctx {
         }
     }
 
-    /// Runs a command on REMOTE (inside its namespace for a lab).
+    /// Runs a command on REMOTE: inside its namespace for a lab, else through `ssh REMOTE_SSH`
+    /// (never here: REMOTE's route commands must not touch LOCAL).
     pub fn remote(&self, program: &str, args: &[&str]) -> Result<String> {
-        netns::run(self.topo.remote_netns.as_deref(), program, args)
+        match (&self.topo.remote_netns, &self.topo.remote_ssh) {
+            (Some(ns), _) => netns::run(Some(ns), program, args),
+            (None, Some(login)) => {
+                let mut ssh = vec!["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", login, "--"];
+                ssh.push(program);
+                ssh.extend_from_slice(args);
+                netns::run(None, "ssh", &ssh)
+            }
+            (None, None) => Err(anyhow!(
+                "neither REMOTE_NETNS nor REMOTE_SSH is set: there is no way to run `{program}` on REMOTE"
+            )),
+        }
     }
 
     /// Runs a command on LOCAL.
@@ -145,10 +157,23 @@ impl Ctx {
         let v4: &[&str] = &["route", "flush", "cache"];
         let v6: &[&str] = &["-6", "route", "flush", "cache"];
         for args in [v4, v6] {
-            self.remote("ip", args)
-                .context("flushing REMOTE's route cache")?;
             self.local("ip", args)
                 .context("flushing LOCAL's route cache")?;
+        }
+        match self.profile.name {
+            ProfileName::Linux => {
+                for args in [v4, v6] {
+                    self.remote("ip", args)
+                        .context("flushing REMOTE's route cache")?;
+                }
+            }
+            ProfileName::Openbsd => {
+                // PMTUs live in dynamic host routes; "not in table" is fine.
+                let fake4 = self.topo.fake_net_addr.to_string();
+                let fake6 = self.topo.fake_net_addr6.to_string();
+                let _ = self.remote("route", &["-n", "delete", "-host", &fake4]);
+                let _ = self.remote("route", &["-n", "delete", "-inet6", "-host", &fake6]);
+            }
         }
         Ok(())
     }
