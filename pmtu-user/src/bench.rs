@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use pmtu_common::{PROG_FLOOR, PROG_PASS, PROG_RESPONDER};
 
 use crate::{
+    lab::{LOCAL_MAC, REMOTE_MAC},
     responder::{Responder, RuleSpec, XDP_DROP, XDP_PASS, XDP_TX},
     wire::{tcp_frame, TcpFlags, TcpSegment, L2},
 };
@@ -34,15 +35,17 @@ pub enum BenchWhat {
     },
 }
 
-const ROUTER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
-const REMOTE4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
-const FAKE4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 22);
-const FAKE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x22);
+// The lab's addresses (see topology.rs); the benchmark and the XDP tests share them.
+pub const ROUTER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+pub const REMOTE4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+pub const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+pub const FAKE4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 22);
+pub const FAKE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x22);
 const OTHER4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 
-/// A full-size chargen-like TCP segment from REMOTE toward `dst`, IP length `ip_len`.
+/// REMOTE's chargen data toward `dst` as LOCAL_IF receives it: TCP 19 -> 40000, seq 1000,
+/// ack 1, a counting payload, IP length `ip_len`, from REMOTE_MAC to LOCAL_MAC.
 pub fn data_segment(src: IpAddr, dst: IpAddr, ip_len: usize) -> Result<Vec<u8>> {
     let headers = if dst.is_ipv4() { 20 + 20 } else { 40 + 20 };
     let seg = TcpSegment {
@@ -50,21 +53,22 @@ pub fn data_segment(src: IpAddr, dst: IpAddr, ip_len: usize) -> Result<Vec<u8>> 
         dst,
         sport: 19,
         dport: 40000,
-        seq: 1,
+        seq: 1000,
         ack: 1,
         flags: TcpFlags {
             ack: true,
-            psh: true,
             ..Default::default()
         },
-        window: 65535,
+        window: 512,
         mss: None,
-        payload: vec![b'x'; ip_len - headers],
+        payload: (0..ip_len.saturating_sub(headers))
+            .map(|i| i as u8)
+            .collect(),
     };
     tcp_frame(
         &L2 {
-            src: [2, 0, 0, 0, 0, 2],
-            dst: [2, 0, 0, 0, 0, 1],
+            src: REMOTE_MAC,
+            dst: LOCAL_MAC,
         },
         &seg,
     )

@@ -217,7 +217,7 @@ fn icmp_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{parse_icmp_error, tcp_frame, TcpFlags, TcpSegment, L2};
+    use crate::wire::parse_icmp_error;
     use pcap_file::pcap::PcapReader;
 
     fn event_for(frame: &[u8], ip_len: u16, family: u8, src: [u8; 16]) -> Event {
@@ -252,27 +252,9 @@ mod tests {
 
     #[test]
     fn writes_a_readable_pcap_with_the_answers() {
-        let l2 = L2 {
-            src: [2, 0, 0, 0, 0, 2],
-            dst: [2, 0, 0, 0, 0, 1],
-        };
-        let seg = |src: &str, dst: &str| TcpSegment {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            sport: 19,
-            dport: 40000,
-            seq: 1,
-            ack: 1,
-            flags: TcpFlags {
-                ack: true,
-                ..Default::default()
-            },
-            window: 100,
-            mss: None,
-            payload: vec![b'x'; 1460],
-        };
-        let f4 = tcp_frame(&l2, &seg("192.0.2.2", "198.51.100.22")).unwrap();
-        let f6 = tcp_frame(&l2, &seg("2001:db8::2", "2001:db8:1::22")).unwrap();
+        use crate::bench::{data_segment, FAKE4, FAKE6, REMOTE4, REMOTE6};
+        let f4 = data_segment(REMOTE4.into(), FAKE4.into(), 1500).unwrap();
+        let f6 = data_segment(REMOTE6.into(), FAKE6.into(), 1520).unwrap();
         let cap = Capture::new();
         cap.set_routers("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
         cap.sent(&f4);
@@ -305,7 +287,11 @@ mod tests {
             "IPv4 ICMP type 3 code 4"
         );
         assert_eq!(u16::from_be_bytes([a4[40], a4[41]]), 1300);
-        assert_eq!(a4[0..6], l2.src, "sent back to REMOTE's MAC");
+        assert_eq!(
+            a4[0..6],
+            crate::lab::REMOTE_MAC,
+            "sent back to REMOTE's MAC"
+        );
         assert_eq!(a4[30..34], [192, 0, 2, 2]);
         let ip_ok = {
             let s: u32 = a4[14..34]

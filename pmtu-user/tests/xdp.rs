@@ -4,20 +4,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use pmtu::{
+    bench::{data_segment, FAKE4, FAKE6, REMOTE4, REMOTE6, ROUTER4, ROUTER6},
     event::PacketEvent,
+    lab::{LOCAL_MAC, REMOTE_MAC},
     responder::{Responder, RuleSpec, TestOutcome, XDP_DROP, XDP_PASS, XDP_TX},
-    wire::{parse_icmp_error, tcp_frame, udp_frame, TcpFlags, TcpSegment, L2},
+    wire::{parse_icmp_error, udp_frame, L2},
 };
 use pmtu_common::{Counter, EventAction, RuleAction, PROG_RESPONDER};
 
-const ROUTER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
-const REMOTE4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
-const FAKE4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 22);
-const FAKE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x22);
-const REMOTE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
-const LOCAL_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const L2_HLEN: usize = 14;
 
 /// A loaded responder with the routers set and an answer rule (MTU 1300) for each fake net.
@@ -38,29 +32,7 @@ fn segment(dst: IpAddr, ip_len: usize) -> Vec<u8> {
     } else {
         REMOTE6.into()
     };
-    let headers = if dst.is_ipv4() { 40 } else { 60 };
-    tcp_frame(
-        &L2 {
-            src: REMOTE_MAC,
-            dst: LOCAL_MAC,
-        },
-        &TcpSegment {
-            src,
-            dst,
-            sport: 19,
-            dport: 40000,
-            seq: 1000,
-            ack: 1,
-            flags: TcpFlags {
-                ack: true,
-                ..Default::default()
-            },
-            window: 512,
-            mss: None,
-            payload: (0..ip_len - headers).map(|i| i as u8).collect(),
-        },
-    )
-    .unwrap()
+    data_segment(src, dst, ip_len).unwrap()
 }
 
 fn run(r: &Responder, frame: &[u8]) -> TestOutcome {
