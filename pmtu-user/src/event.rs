@@ -8,6 +8,8 @@ use pmtu_common::{Event, EventAction, FRAG_DF, FRAG_IS_FRAGMENT, FRAG_MORE};
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// TCP flag bits as in the header's flags byte.
 pub mod tcp_flags {
@@ -130,6 +132,44 @@ impl PacketEvent {
 
     pub fn answered(&self) -> bool {
         self.action == Some(EventAction::Answered)
+    }
+
+    /// ICMP "port unreachable" (type 3 code 3) or ICMPv6 (type 1 code 4).
+    pub fn is_port_unreachable(&self) -> bool {
+        self.has_l4
+            && match self.proto {
+                IPPROTO_ICMP => (self.sport, self.dport) == (3, 3),
+                IPPROTO_ICMPV6 => (self.sport, self.dport) == (1, 4),
+                _ => false,
+            }
+    }
+
+    /// For an ICMP error, the source port of the packet it quotes (the fake endpoint's port,
+    /// when the error answers one of its packets), read from the frame's first bytes.
+    pub fn quoted_source_port(&self) -> Option<u16> {
+        let is_error = match self.proto {
+            IPPROTO_ICMP => matches!(self.sport, 3 | 4 | 5 | 11 | 12),
+            IPPROTO_ICMPV6 => self.sport < 128,
+            _ => false,
+        };
+        if !is_error || !self.has_l4 {
+            return None;
+        }
+        let h = &self.head;
+        let mut l2 = 14;
+        while matches!(h.get(l2 - 2..l2)?, [0x81, 0x00] | [0x88, 0xa8]) {
+            l2 += 4;
+        }
+        let ip_len = |at: usize| -> Option<usize> {
+            match h.get(at)? >> 4 {
+                4 => Some((h.get(at)? & 0x0f) as usize * 4),
+                6 => Some(40),
+                _ => None,
+            }
+        };
+        let quoted = l2 + ip_len(l2)? + 8;
+        let port_at = quoted + ip_len(quoted)?;
+        Some(u16::from_be_bytes([*h.get(port_at)?, *h.get(port_at + 1)?]))
     }
 }
 

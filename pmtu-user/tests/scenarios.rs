@@ -379,8 +379,18 @@ fn bad_input_gets_one_clear_message() {
     lab.remote("nft add chain inet pmtu_t input { type filter hook input priority 0 ; }");
     let out = lab.remote("nft add rule inet pmtu_t input tcp dport 19 reject with tcp reset");
     assert!(out.status.success(), "{}", text(&out));
+    let out = lab.remote("nft add rule inet pmtu_t input udp dport 7 reject");
+    assert!(out.status.success(), "{}", text(&out));
+    let echo = lab.pmtu(&["udp6"]);
     let out = lab.pmtu(&["pmtu"]);
     lab.remote("nft delete table inet pmtu_t");
+    assert_eq!(echo.status.code(), Some(1), "{}", text(&echo));
+    assert!(
+        String::from_utf8_lossy(&echo.stdout)
+            .contains("port unreachable: nothing listens on udp [2001:db8::2]:7"),
+        "{}",
+        text(&echo)
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("nothing listens on tcp 192.0.2.2:19"),

@@ -83,7 +83,10 @@ impl Hub {
 
 impl Routes {
     fn deliver(&mut self, ev: PacketEvent) {
-        let key = if ev.has_l4 {
+        let key = if let Some(port) = ev.quoted_source_port() {
+            // An ICMP error about one of the fake endpoint's packets.
+            Some(SocketAddr::new(ev.dst, port))
+        } else if ev.has_l4 {
             let key = SocketAddr::new(ev.dst, ev.dport);
             if let Some(fr) = ev.fragment {
                 self.fragments.insert((ev.dst, fr.id), key);

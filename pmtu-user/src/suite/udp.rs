@@ -46,12 +46,15 @@ pub async fn echo_from_fake(ctx: &Ctx, flow: &mut Flow, payload_len: usize) -> R
     ctx.send(&udp_frame(&ctx.l2, flow.fake, remote, &payload)?)?;
     let first = flow
         .wait_for("echo reply from REMOTE", REPLY_TIMEOUT, |e| {
-            e.is_udp() && e.sport == ECHO_PORT
+            (e.is_udp() && e.sport == ECHO_PORT) || e.is_port_unreachable()
         })
         .await
         .with_context(|| {
             format!("is echo listening on udp {remote}? (`pmtu check-setup` checks)")
         })?;
+    if first.is_port_unreachable() {
+        bail!("REMOTE answered ICMP port unreachable: nothing listens on udp {remote} (echo)");
+    }
     let mut fragments = Vec::new();
     if let Some(fr) = first.fragment {
         // Collect the rest of this datagram: until a fragment without M arrives.
