@@ -139,6 +139,11 @@ const FAULTS: &[Fault] = &[
         breaks: &["pmtu"],
         apply: min_pmtu,
     },
+    Fault {
+        name: "pmtu-expires",
+        breaks: &["pmtu"],
+        apply: pmtu_expires,
+    },
 ];
 
 /// REMOTE drops every incoming ICMP frag-needed and Packet Too Big: a firewall black hole.
@@ -176,6 +181,11 @@ fn mtu_lock(remote: &Remote) -> Result<Revert> {
 /// REMOTE refuses to lower an IPv4 path MTU below 1400, above the 1300 the suite announces.
 fn min_pmtu(remote: &Remote) -> Result<Revert> {
     sysctl_fault(remote, "net.ipv4.route.min_pmtu", "1400")
+}
+
+/// REMOTE forgets a learned IPv4 path MTU at once. (Linux's IPv6 keeps it with 0.)
+fn pmtu_expires(remote: &Remote) -> Result<Revert> {
+    sysctl_fault(remote, "net.ipv4.route.mtu_expires", "0")
 }
 
 fn sysctl_fault(remote: &Remote, key: &'static str, value: &str) -> Result<Revert> {
@@ -398,16 +408,18 @@ mod tests {
                     "sysctl",
                     "net.ipv4.ip_no_pmtu_disc",
                     "net.ipv4.route.min_pmtu",
+                    "net.ipv4.route.mtu_expires",
                 ]),
                 out(&["ip", "route", "show", "198.51.100.0/24"]),
             ]
             .join("")
         };
         let root_state = || {
-            exec::output(
-                Command::new("sysctl")
-                    .args(["net.ipv4.ip_no_pmtu_disc", "net.ipv4.route.min_pmtu"]),
-            )
+            exec::output(Command::new("sysctl").args([
+                "net.ipv4.ip_no_pmtu_disc",
+                "net.ipv4.route.min_pmtu",
+                "net.ipv4.route.mtu_expires",
+            ]))
             .expect("root sysctls")
         };
         let (before, root_before) = (state(&remote), root_state());
