@@ -380,3 +380,33 @@ fn truncated_and_malformed_frames_are_passed_and_counted() {
     assert!(counter(&r, Counter::ParseErrors) >= 3);
     assert_eq!(counter(&r, Counter::Answered), 0);
 }
+
+#[tokio::test]
+async fn ipv4_options_are_skipped_and_quoted() {
+    let mut r = responder();
+    let mut events = r.take_events().unwrap();
+    let plain = segment(FAKE4.into(), 1496);
+    // Four NOP options: header length 6 words, total length + 4.
+    let mut frame = plain[..L2_HLEN + 20].to_vec();
+    frame.extend_from_slice(&[1, 1, 1, 1]);
+    frame.extend_from_slice(&plain[L2_HLEN + 20..]);
+    frame[L2_HLEN] = 0x46;
+    let total = u16::from_be_bytes([frame[L2_HLEN + 2], frame[L2_HLEN + 3]]) + 4;
+    frame[L2_HLEN + 2..L2_HLEN + 4].copy_from_slice(&total.to_be_bytes());
+    fix_ipv4_checksum(&mut frame, L2_HLEN);
+
+    let out = run(&r, &frame);
+    assert_eq!(out.action, XDP_TX);
+    let icmp = parse_icmp_error(&out.frame).unwrap();
+    assert_eq!((icmp.mtu, icmp.ip_total_len), (1300, 576));
+    assert_eq!(icmp.quote, frame[L2_HLEN..L2_HLEN + 548]);
+    assert!(icmp.ip_checksum_ok && icmp.icmp_checksum_ok);
+    let mut got = Vec::new();
+    events.drain(&mut got);
+    let ev = PacketEvent::from(&got[0]);
+    assert_eq!(
+        (ev.ip_len, ev.sport, ev.dport, ev.seq),
+        (1500, 19, 40000, 1000)
+    );
+    assert_eq!(ev.l4_len, 1500 - 24 - 20);
+}
