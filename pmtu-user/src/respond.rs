@@ -80,6 +80,11 @@ fn iface_addrs(ns: Option<&str>, iface: &str) -> Result<(Option<Ipv4Addr>, Optio
     })
 }
 
+/// Whether `iface` is a veth (by its driver, as `ethtool -i` reports it).
+fn is_veth(ns: Option<&str>, iface: &str) -> bool {
+    netns::run(ns, "ethtool", &["-i", iface]).is_ok_and(|out| out.contains("driver: veth"))
+}
+
 pub fn require_root(what: &str) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("{what} needs root (it loads an XDP program and enters network namespaces): run it with sudo, or through `cargo xtask run -- ...`");
@@ -129,6 +134,12 @@ pub async fn cli(args: RespondArgs, mode: AttachMode) -> Result<()> {
     responder.attach(ns, &args.iface, mode)?;
     if let Some(peer) = &args.peer {
         responder.attach_pass(args.peer_netns.as_deref().or(ns), peer)?;
+    } else if mode == AttachMode::Native && is_veth(ns, &args.iface) {
+        eprintln!(
+            "pmtu respond: warning: `{}` is a veth; its peer drops native XDP_TX frames (the ICMP \
+             answers) unless it has an XDP program too: give --peer (and --peer-netns)",
+            args.iface
+        );
     }
     eprintln!(
         "pmtu respond: XDP ({mode:?}) on {}{}, ICMP from {router4} / {router6}; {} rule(s); Ctrl-C to stop",
