@@ -5,11 +5,11 @@
 //! real REMOTE the user sets them in the environment ([`Topology::from_env`]).
 use std::{
     fmt,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::{bail, Result};
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Serialize, Serializer};
 
 /// An Ethernet address.
@@ -234,39 +234,34 @@ impl Topology {
                 self.fake_net_addr6, self.fake_net6
             ));
         }
-        for (name, addr) in [
-            ("LOCAL_ADDR", self.local_addr),
-            ("REMOTE_ADDR", self.remote_addr),
-        ] {
-            if self.fake_net.contains(&addr) {
+        let hosts = [
+            (
+                "FAKE_NET",
+                IpNet::V4(self.fake_net),
+                ("LOCAL_ADDR", IpAddr::V4(self.local_addr)),
+                ("REMOTE_ADDR", IpAddr::V4(self.remote_addr)),
+            ),
+            (
+                "FAKE_NET6",
+                IpNet::V6(self.fake_net6),
+                ("LOCAL_ADDR6", IpAddr::V6(self.local_addr6)),
+                ("REMOTE_ADDR6", IpAddr::V6(self.remote_addr6)),
+            ),
+        ];
+        for (net_name, net, local, remote) in hosts {
+            for (name, addr) in [local, remote] {
+                if net.contains(&addr) {
+                    out.push(format!(
+                        "{net_name} {net} contains {name} {addr}: the fake net must be one that does not exist"
+                    ));
+                }
+            }
+            if local.1 == remote.1 {
                 out.push(format!(
-                    "FAKE_NET {} contains {name} {addr}: the fake net must be one that does not exist",
-                    self.fake_net
+                    "{} and {} are both {}: they are two different hosts",
+                    local.0, remote.0, local.1
                 ));
             }
-        }
-        for (name, addr) in [
-            ("LOCAL_ADDR6", self.local_addr6),
-            ("REMOTE_ADDR6", self.remote_addr6),
-        ] {
-            if self.fake_net6.contains(&addr) {
-                out.push(format!(
-                    "FAKE_NET6 {} contains {name} {addr}: the fake net must be one that does not exist",
-                    self.fake_net6
-                ));
-            }
-        }
-        if self.local_addr == self.remote_addr {
-            out.push(format!(
-                "LOCAL_ADDR and REMOTE_ADDR are both {}: they are two different hosts",
-                self.local_addr
-            ));
-        }
-        if self.local_addr6 == self.remote_addr6 {
-            out.push(format!(
-                "LOCAL_ADDR6 and REMOTE_ADDR6 are both {}: they are two different hosts",
-                self.local_addr6
-            ));
         }
         for (name, mac) in [
             ("LOCAL_MAC", self.local_mac),

@@ -295,80 +295,36 @@ fn pmtu(args: &[&str]) -> (i32, String) {
 fn bad_input_gets_one_clear_error_and_leaves_nothing_attached() {
     let pair = Pair::new();
     let ns = pair.local.as_str();
-    for (args, says) in [
+    let cases = [
         (
-            vec![
-                "respond",
-                "--netns",
-                ns,
-                "-i",
-                "nosuch0",
-                "-r",
-                "198.51.100.0/24=1300",
-            ],
+            ns,
+            "nosuch0",
+            "198.51.100.0/24=1300",
             "no interface `nosuch0`",
         ),
         (
-            vec![
-                "respond",
-                "--netns",
-                ns,
-                "-i",
-                "v0",
-                "-r",
-                "198.51.100.0/33=1300",
-            ],
+            ns,
+            "v0",
+            "198.51.100.0/33=1300",
             "not an IPv4 or IPv6 prefix",
         ),
+        (ns, "v0", "198.51.100.0/24=12ab", "is not a number"),
+        (ns, "v0", "198.51.100.0/24=60", "below the minimum of IPv4"),
         (
-            vec![
-                "respond",
-                "--netns",
-                ns,
-                "-i",
-                "v0",
-                "-r",
-                "198.51.100.0/24=12ab",
-            ],
-            "is not a number",
-        ),
-        (
-            vec![
-                "respond",
-                "--netns",
-                ns,
-                "-i",
-                "v0",
-                "-r",
-                "198.51.100.0/24=60",
-            ],
-            "below the minimum of IPv4",
-        ),
-        (
-            vec![
-                "respond",
-                "--netns",
-                ns,
-                "-i",
-                "v0",
-                "-r",
-                "2001:db8:1::/64=1200",
-            ],
+            ns,
+            "v0",
+            "2001:db8:1::/64=1200",
             "below the minimum of IPv6",
         ),
         (
-            vec![
-                "respond",
-                "--netns",
-                "pmtu-no-such-ns",
-                "-i",
-                "v0",
-                "-r",
-                "198.51.100.0/24=1300",
-            ],
+            "pmtu-no-such-ns",
+            "v0",
+            "198.51.100.0/24=1300",
             "does not exist",
         ),
-    ] {
+    ];
+    for (netns, iface, rule, says) in cases {
+        let args = ["respond", "--netns", netns, "-i", iface, "-r", rule];
         let (code, err) = pmtu(&args);
         assert_ne!(code, 0, "{args:?} succeeded");
         assert!(err.contains(says), "{args:?}: expected `{says}` in: {err}");
