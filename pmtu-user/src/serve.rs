@@ -56,28 +56,6 @@ pub fn chargen_line(n: usize) -> [u8; LINE_BYTES] {
 static CYCLE: LazyLock<Vec<u8>> =
     LazyLock::new(|| (0..PATTERN_LEN).flat_map(chargen_line).collect());
 
-/// Serves until SIGTERM or SIGINT.
-pub async fn cli(args: ServeArgs) -> Result<()> {
-    let server = Server::bind(&args)?;
-    log::info!(
-        "chargen on tcp/{} and echo on udp/{}, IPv4 and IPv6; SIGTERM stops",
-        args.chargen_port,
-        args.echo_port
-    );
-    server.run(shutdown_signal()).await
-}
-
-async fn shutdown_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
 /// The four bound sockets. Call inside a tokio runtime.
 pub struct Server {
     chargen4: TcpListener,

@@ -9,39 +9,19 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::Command,
-    sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
 use pmtu::{
-    lab::{self, Lab, ServiceChoice, ServiceKind, TempLab, UpOptions},
-    netns,
-    responder::AttachMode,
+    lab::{self, plan, service::INETD, Lab, ServiceChoice, ServiceKind, TempLab, UpOptions},
+    net::netns,
     serve,
+    xdp::responder::AttachMode,
 };
 
-/// A lab name no other test (or test run) uses.
-fn unique_name() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "t{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
+mod common;
 
-/// Removes the lab when the test ends, passed or not.
-struct Guard(String);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Err(e) = lab::down(&self.0) {
-            eprintln!("removing lab {}: {e:#}", self.0);
-        }
-    }
-}
-
-const PMTU: &str = env!("CARGO_BIN_EXE_pmtu");
+use common::{unique_name, wait_until, LabGuard as Guard, PMTU};
 
 /// Fails clearly when the binary does not have subcommand `sub` yet.
 fn require_subcommand(sub: &str) {
@@ -83,9 +63,9 @@ fn up(name: &str, services: ServiceChoice) -> Lab {
 }
 
 fn have_inetd() -> bool {
-    let present = Path::new(lab::INETD).exists();
+    let present = Path::new(INETD).exists();
     if !present {
-        eprintln!("{} not installed: skipping the inetd variant", lab::INETD);
+        eprintln!("{} not installed: skipping the inetd variant", INETD);
     }
     present
 }
@@ -119,7 +99,7 @@ fn processes_in(inodes: &[u64]) -> Vec<String> {
 fn chargen_from_local(lab: &Lab, addr: IpAddr) -> Vec<u8> {
     netns::run_in(Some(&lab.local_ns()), || {
         let mut s = TcpStream::connect_timeout(
-            &SocketAddr::new(addr, lab::CHARGEN_PORT),
+            &SocketAddr::new(addr, plan::CHARGEN_PORT),
             Duration::from_secs(2),
         )?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -142,7 +122,7 @@ fn echo_from_local(lab: &Lab, addr: IpAddr, payload: &[u8]) -> Vec<u8> {
         );
         let s = UdpSocket::bind(bind)?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.send_to(payload, SocketAddr::new(addr, lab::ECHO_PORT))?;
+        s.send_to(payload, SocketAddr::new(addr, plan::ECHO_PORT))?;
         let mut buf = vec![0u8; 65536];
         let (n, _) = s.recv_from(&mut buf)?;
         buf.truncate(n);
@@ -242,7 +222,7 @@ fn check_lab(lab: &Lab, kind: ServiceKind) {
     }
 
     // status, through the pinned maps.
-    let report = lab::status_report(&lab.name).unwrap();
+    let report = lab::status::status_report(&lab.name).unwrap();
     assert!(report.complete, "{report:?}");
     let service = report.service.as_ref().expect("a service record");
     assert_eq!(service.kind, kind);
@@ -250,7 +230,7 @@ fn check_lab(lab: &Lab, kind: ServiceKind) {
     assert_eq!(service.listening.len(), 4, "{:?}", service.listening);
     assert_eq!(report.rules.len(), 2, "{:?}", report.rules);
     assert!(report.rules.iter().all(|r| r.action == "observe"));
-    let text = lab::status(&lab.name).unwrap();
+    let text = lab::status::status(&lab.name).unwrap();
     assert!(text.contains("xdp: pmtu (prog id"), "{text}");
     assert!(text.contains("xdp: pmtu_pass (prog id"), "{text}");
     assert!(
@@ -273,23 +253,16 @@ fn check_gone(name: &str, inodes: &[u64]) {
     assert!(!lab::state_dir(name).exists());
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&format!("/run/pmtu/{name}/")), "{mounts}");
-    // Namespace teardown and the reaping of orphans are asynchronous: allow a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = processes_in(inodes);
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "processes left in the lab's namespaces: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Namespace teardown and the reaping of orphans are asynchronous: wait for it.
+    wait_until(
+        Duration::from_secs(5),
+        "no process left in the lab's namespaces",
+        || processes_in(inodes).is_empty(),
+    );
 }
 
 fn cycle(services: ServiceChoice, kind: ServiceKind) {
-    let name = unique_name();
+    let name = unique_name("t");
     let _guard = Guard(name.clone());
     let lab = up(&name, services);
     let record = lab.service.clone().expect("a service record");
@@ -328,7 +301,7 @@ fn builtin_lab_up_check_down() {
 
 #[test]
 fn up_again_replaces_the_lab() {
-    let name = unique_name();
+    let name = unique_name("t");
     let _guard = Guard(name.clone());
     let choice = if have_inetd() {
         ServiceChoice::Inetd
@@ -342,10 +315,13 @@ fn up_again_replaces_the_lab() {
     let new = second.service.clone().unwrap();
     assert_ne!(old.pid, new.pid);
     assert!(
-        processes_in(&old_inodes).is_empty() || {
-            std::thread::sleep(Duration::from_millis(500));
-            processes_in(&old_inodes).is_empty()
-        }
+        !old_inodes.is_empty() && old_inodes.iter().all(|i| *i != 0),
+        "the old lab's namespaces were identified"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "no process left in the replaced lab's namespaces",
+        || processes_in(&old_inodes).is_empty(),
     );
     assert_ne!(
         ns_inode(&second.remote_ns()),
@@ -358,7 +334,7 @@ fn up_again_replaces_the_lab() {
 #[test]
 fn down_cleans_half_built_labs() {
     // Only namespaces and a state dir, as a run killed early leaves them.
-    let name = unique_name();
+    let name = unique_name("t");
     let _guard = Guard(name.clone());
     netns::add(&lab::local_ns(&name)).unwrap();
     fs::create_dir_all(lab::pin_dir(&name)).unwrap();
@@ -368,7 +344,7 @@ fn down_cleans_half_built_labs() {
         err.contains("is incomplete") && err.contains(&format!("pmtu lab up --lab {name}")),
         "{err}"
     );
-    assert!(!lab::status_report(&name).unwrap().complete);
+    assert!(!lab::status::status_report(&name).unwrap().complete);
     lab::down(&name).unwrap();
     check_gone(&name, &[]);
 
@@ -398,7 +374,7 @@ fn down_cleans_half_built_labs() {
 
 #[test]
 fn temp_lab_goes_away_on_drop() {
-    let name = unique_name();
+    let name = unique_name("t");
     let _guard = Guard(name.clone());
     let inodes;
     {
@@ -412,13 +388,13 @@ fn temp_lab_goes_away_on_drop() {
 
 #[test]
 fn errors_name_the_fix() {
-    let name = unique_name();
+    let name = unique_name("t");
     let err = lab::open(&name).unwrap_err().to_string();
     assert_eq!(
         err,
         format!("no lab `{name}`: run `pmtu lab up --lab {name}`")
     );
-    let err = lab::status(&name).unwrap_err().to_string();
+    let err = lab::status::status(&name).unwrap_err().to_string();
     assert!(err.contains("no lab"), "{err}");
     for bad in ["bad_name", "-x", "much-too-long-lab-name-here"] {
         let err = format!("{:#}", lab::up(bad, AttachMode::Native).unwrap_err());
@@ -450,13 +426,12 @@ fn a_service_that_does_not_come_up_is_named_and_nothing_is_left() {
         let exe = dir.join(script);
         fs::write(&exe, body).unwrap();
         fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
-        let name = unique_name();
+        let name = unique_name("t");
         let _guard = Guard(name.clone());
         let options = UpOptions {
             services: ServiceChoice::Builtin,
             serve_exe: Some(exe),
         };
-        let started = Instant::now();
         let err = format!(
             "{:#}",
             lab::up_with(&name, AttachMode::Native, &options).unwrap_err()
@@ -468,17 +443,11 @@ fn a_service_that_does_not_come_up_is_named_and_nothing_is_left() {
                 "the log's tail is quoted: {err}"
             );
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            started.elapsed()
-        );
         check_gone(&name, &[]);
     }
     // Neither the script nor its `sleep` survives: both went with the process group.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let ours: Vec<String> = fs::read_dir("/proc")
+    let left_running = || -> Vec<String> {
+        fs::read_dir("/proc")
             .unwrap()
             .flatten()
             .filter(|e| {
@@ -490,13 +459,11 @@ fn a_service_that_does_not_come_up_is_named_and_nothing_is_left() {
             .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
             .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
             .filter(|c| c.contains(&dir.display().to_string()) || c.starts_with("sleep 37"))
-            .collect();
-        if ours.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "left running: {ours:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            .collect()
+    };
+    wait_until(Duration::from_secs(5), "the failed service's processes gone", || {
+        left_running().is_empty()
+    });
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -518,7 +485,7 @@ fn pmtu(args: &[&str], name: &str, env: &[(&str, &str)]) -> (bool, String, Strin
 #[test]
 fn the_binary_drives_the_lab() {
     require_subcommand("lab");
-    let name = unique_name();
+    let name = unique_name("t");
     let _guard = Guard(name.clone());
 
     let (ok, out, err) = pmtu(&["lab", "up"], &name, &[]);
@@ -540,8 +507,8 @@ fn the_binary_drives_the_lab() {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let topology = pmtu::topology::Topology::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    assert_eq!(topology, pmtu::topology::Topology::lab(&name));
+    let topology = pmtu::config::Topology::from_lookup(|k| vars.get(k).cloned()).unwrap();
+    assert_eq!(topology, plan::topology(&name));
 
     // `up` again, with the built-in services: `pmtu serve` from the same binary.
     let (ok, out, err) = pmtu(&["lab", "up"], &name, &[("PMTU_SERVICES", "builtin")]);

@@ -4,35 +4,31 @@ use std::{
     io::{BufRead as _, BufReader},
     net::{IpAddr, SocketAddr, UdpSocket},
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-use pmtu::netns;
+use pmtu::net::netns;
 
-const PMTU: &str = env!("CARGO_BIN_EXE_pmtu");
+mod common;
+
+use common::{NetnsGuard, PMTU};
 
 /// Two namespaces joined by a veth (LOCAL `v0` 192.0.2.1 / 2001:db8::1, REMOTE `v1` .2 / ::2),
 /// REMOTE routing the fake nets via LOCAL. Deleted on drop, also when a test fails.
 struct Pair {
     local: String,
     remote: String,
+    _guards: [NetnsGuard; 2],
 }
 
 impl Pair {
     fn new() -> Pair {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let tag = format!(
-            "pr{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
+        let guards = [NetnsGuard::new("prl"), NetnsGuard::new("prr")];
         let pair = Pair {
-            local: format!("{tag}-l"),
-            remote: format!("{tag}-r"),
+            local: guards[0].0.clone(),
+            remote: guards[1].0.clone(),
+            _guards: guards,
         };
-        netns::add(&pair.local).unwrap();
-        netns::add(&pair.remote).unwrap();
         let (l, r) = (Some(pair.local.as_str()), Some(pair.remote.as_str()));
         let ip = |ns, args: &str| {
             netns::run(ns, "ip", &args.split(' ').collect::<Vec<_>>())
@@ -164,13 +160,6 @@ impl Pair {
     }
 }
 
-impl Drop for Pair {
-    fn drop(&mut self) {
-        let _ = netns::delete(&self.local);
-        let _ = netns::delete(&self.remote);
-    }
-}
-
 struct Responder {
     child: Child,
     events: std::sync::mpsc::Receiver<String>,
@@ -273,8 +262,13 @@ fn blackhole_rule_sends_no_icmp() {
     let fake4: IpAddr = "198.51.100.22".parse().unwrap();
     pair.send_1500(fake4);
     let reported = responder.wait_event("ip 1500 DF -> blackholed");
-    let (events, _) = responder.stop();
+    let (events, log) = responder.stop();
     assert!(reported, "no black-hole event: {events}");
+    // The responder's own count: nothing answered, one packet black-holed.
+    assert!(
+        log.contains("answered=0") && log.contains("blackholed=1"),
+        "counters: {log}"
+    );
     let route = netns::run(Some(&pair.remote), "ip", &["route", "get", "198.51.100.22"]).unwrap();
     assert!(
         !route.contains("mtu 1300"),

@@ -3,101 +3,16 @@
 use std::{
     fs::File,
     path::Path,
-    process::{Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
 use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
 use pcap_file::pcap::PcapReader;
-use serde_json::Value;
 
-const PMTU: &str = env!("CARGO_BIN_EXE_pmtu");
+mod common;
 
-/// A unique lab name; the lab (if any) is removed on drop.
-struct Lab(String);
-
-impl Lab {
-    fn name() -> Lab {
-        static N: AtomicU32 = AtomicU32::new(0);
-        Lab(format!(
-            "e{}-{}",
-            std::process::id() % 100_000,
-            N.fetch_add(1, Ordering::SeqCst)
-        ))
-    }
-
-    fn up() -> Lab {
-        let lab = Lab::name();
-        let out = lab.pmtu(&["lab", "up"]);
-        assert!(out.status.success(), "lab up: {}", text(&out));
-        lab
-    }
-
-    fn pmtu(&self, args: &[&str]) -> Output {
-        Command::new(PMTU)
-            .args(args)
-            .args(["--lab", &self.0])
-            .output()
-            .unwrap()
-    }
-
-    fn remote(&self, cmd: &str) -> Output {
-        let args: Vec<&str> = cmd.split(' ').collect();
-        Command::new("ip")
-            .args(["netns", "exec", &format!("{}-remote", self.0)])
-            .args(&args)
-            .output()
-            .unwrap()
-    }
-
-    /// Nothing of the lab is left: namespaces, state directory.
-    fn is_gone(&self) -> bool {
-        !Path::new(&format!("/run/netns/{}-local", self.0)).exists()
-            && !Path::new(&format!("/run/netns/{}-remote", self.0)).exists()
-            && !Path::new(&format!("/run/pmtu/{}", self.0)).exists()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(PMTU)
-            .args(["lab", "down", "--lab", &self.0])
-            .output();
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The JSON lines of a run: (scenario objects, summary).
-fn json_run(out: &Output) -> (Vec<Value>, Value) {
-    let mut scenarios = Vec::new();
-    let mut summary = Value::Null;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n{}", text(out)));
-        match v["type"].as_str() {
-            Some("scenario") => scenarios.push(v),
-            Some("summary") => summary = v,
-            other => panic!("unknown object type {other:?}: {line}"),
-        }
-    }
-    (scenarios, summary)
-}
-
-fn verdict<'a>(scenarios: &'a [Value], name: &str) -> &'a Value {
-    scenarios
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no scenario {name} in {scenarios:?}"))
-}
+use common::{json_run, scenario, text, wait_until, LabGuard, PMTU};
 
 const ALL: [&str; 9] = [
     "check-setup",
@@ -113,7 +28,7 @@ const ALL: [&str; 9] = [
 
 #[test]
 fn every_scenario_passes_with_the_expected_numbers() {
-    let lab = Lab::up();
+    let lab = LabGuard::up("e");
     let out = lab.pmtu(&["run", "--format", "json"]);
     assert!(out.status.success(), "{}", text(&out));
     let (scenarios, summary) = json_run(&out);
@@ -130,7 +45,7 @@ fn every_scenario_passes_with_the_expected_numbers() {
         (summary["passed"].as_u64(), summary["failed"].as_u64()),
         (Some(9), Some(0))
     );
-    let m = |name: &str, key: &str| verdict(&scenarios, name)["measured"][key].clone();
+    let m = |name: &str, key: &str| scenario(&scenarios, name)["measured"][key].clone();
     assert_eq!(m("pmtu", "retransmit_ip_len"), 1300);
     assert_eq!(m("pmtu6", "retransmit_ip_len"), 1300);
     assert_eq!(m("udp6", "first_reply_ip_len"), 1448);
@@ -160,7 +75,7 @@ fn every_scenario_passes_with_the_expected_numbers() {
 
 #[test]
 fn a_temporary_lab_is_removed_and_pcap_is_written() {
-    let lab = Lab::name();
+    let lab = LabGuard::new("e");
     let dir = std::env::temp_dir().join(format!("pmtu-e2e-{}", lab.0));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("run.pcap");
@@ -205,31 +120,25 @@ fn a_temporary_lab_is_removed_and_pcap_is_written() {
 
 /// Starts a run on a temporary lab, waits until the lab exists, signals it, checks clean-up.
 fn interrupt_with(signal: nix::sys::signal::Signal) {
-    let lab = Lab::name();
+    let lab = LabGuard::new("e");
     let mut child = Command::new(PMTU)
         .args(["run", "--lab", &lab.0])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !Path::new(&format!("/run/pmtu/{}/service.json", lab.0)).exists() {
-        assert!(Instant::now() < deadline, "the lab never came up");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let service = format!("/run/pmtu/{}/service.json", lab.0);
+    wait_until(Duration::from_secs(5), "the lab coming up", || {
+        Path::new(&service).exists()
+    });
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, signal).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pmtu did not stop after {signal}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let mut status = None;
+    wait_until(Duration::from_secs(10), "pmtu stopping after the signal", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let status = status.unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         status.code(),
@@ -247,81 +156,8 @@ fn sigint_and_sigterm_clean_up() {
 }
 
 #[test]
-fn a_remote_that_filters_icmp_fails_with_the_reason() {
-    let lab = Lab::up();
-    let rules = "table inet pmtu_fault {\n chain input {\n  type filter hook input priority 0;\n  \
-                 icmp type destination-unreachable icmp code frag-needed drop\n  \
-                 icmpv6 type packet-too-big drop\n }\n}\n";
-    let mut nft = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("{}-remote", lab.0),
-            "nft",
-            "-f",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    nft.stdin
-        .take()
-        .unwrap()
-        .write_all(rules.as_bytes())
-        .unwrap();
-    assert!(nft.wait().unwrap().success());
-
-    let out = lab.pmtu(&["run", "pmtu", "pmtu6", "udp6", "ping", "--format", "json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let (scenarios, summary) = json_run(&out);
-    for (name, says) in [
-        ("pmtu", "retransmit_ip_len was 1500, expected 1300: REMOTE ignored the ICMP fragmentation needed"),
-        ("pmtu6", "retransmit_ip_len was 1500, expected 1300: REMOTE ignored the ICMP Packet Too Big"),
-        ("udp6", "REMOTE ignored the Packet Too Big"),
-    ] {
-        let s = verdict(&scenarios, name);
-        assert_eq!(s["verdict"], "fail", "{s}");
-        assert!(s["reason"].as_str().unwrap().contains(says), "{name}: {s}");
-    }
-    assert_eq!(verdict(&scenarios, "ping")["verdict"], "pass");
-    assert_eq!(
-        (summary["passed"].as_u64(), summary["failed"].as_u64()),
-        (Some(1), Some(3))
-    );
-
-    // Healthy again once the filter is gone.
-    assert!(lab
-        .remote("nft delete table inet pmtu_fault")
-        .status
-        .success());
-    let out = lab.pmtu(&["run", "pmtu", "pmtu6", "udp6"]);
-    assert!(out.status.success(), "{}", text(&out));
-}
-
-#[test]
-fn pmtud_switched_off_is_caught() {
-    let lab = Lab::up();
-    let sysctl = |v: &str| {
-        let out = lab.remote(&format!("sysctl -qw net.ipv4.ip_no_pmtu_disc={v}"));
-        assert!(out.status.success(), "{}", text(&out));
-    };
-    sysctl("1");
-    let out = lab.pmtu(&["pmtu", "--format", "json"]);
-    sysctl("0");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let (scenarios, _) = json_run(&out);
-    let s = verdict(&scenarios, "pmtu");
-    assert_eq!(s["measured"]["retransmit_ip_len"], 552, "{s}");
-    assert!(
-        s["reason"].as_str().unwrap().contains("ip_no_pmtu_disc"),
-        "{s}"
-    );
-}
-
-#[test]
 fn bad_input_gets_one_clear_message() {
-    let lab = Lab::up();
+    let lab = LabGuard::up("e");
     let env_out = lab.pmtu(&["lab", "status", "--env"]);
     assert!(env_out.status.success(), "{}", text(&env_out));
     let env: Vec<(String, String)> = String::from_utf8_lossy(&env_out.stdout)
@@ -404,7 +240,7 @@ fn bad_input_gets_one_clear_message() {
 
 #[test]
 fn a_stale_lab_from_a_killed_run_is_replaced() {
-    let lab = Lab::name();
+    let lab = LabGuard::new("e");
     let mut child = Command::new(PMTU)
         .args(["run", "--lab", &lab.0])
         .stdout(Stdio::null())
@@ -412,11 +248,9 @@ fn a_stale_lab_from_a_killed_run_is_replaced() {
         .spawn()
         .unwrap();
     let marker = format!("/run/pmtu/{}/temporary-for-pid", lab.0);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !Path::new(&marker).exists() {
-        assert!(Instant::now() < deadline, "the temporary lab never came up");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(Duration::from_secs(5), "the temporary lab coming up", || {
+        Path::new(&marker).exists()
+    });
     // No chance to clean up.
     child.kill().unwrap();
     child.wait().unwrap();

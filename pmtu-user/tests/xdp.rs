@@ -4,11 +4,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use pmtu::{
-    bench::{data_segment, FAKE4, FAKE6, REMOTE4, REMOTE6, ROUTER4, ROUTER6},
-    event::PacketEvent,
-    lab::{LOCAL_MAC, REMOTE_MAC},
-    responder::{Responder, RuleSpec, TestOutcome, XDP_DROP, XDP_PASS, XDP_TX},
+    lab::plan::{
+        data_segment, FAKE_NET_ADDR as FAKE4, FAKE_NET_ADDR6 as FAKE6, LOCAL_ADDR as ROUTER4,
+        LOCAL_ADDR6 as ROUTER6, LOCAL_MAC, REMOTE_ADDR as REMOTE4, REMOTE_ADDR6 as REMOTE6,
+        REMOTE_MAC,
+    },
     wire::{parse_icmp_error, udp_frame, L2},
+    xdp::{
+        events::PacketEvent,
+        responder::{Responder, RuleSpec, TestOutcome, XDP_DROP, XDP_PASS, XDP_TX},
+    },
 };
 use pmtu_common::{Counter, EventAction, RuleAction, PROG_RESPONDER};
 

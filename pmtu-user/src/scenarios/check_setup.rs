@@ -11,7 +11,7 @@ use futures::FutureExt as _;
 
 use super::pmtu::CHARGEN_PORT;
 use crate::{
-    netns, rawsock,
+    net::{netns, rawsock},
     suite::{udp::ECHO_PORT, Ctx, Record, Scenario},
 };
 

@@ -10,7 +10,7 @@ use futures::FutureExt as _;
 
 use super::udp6::{fragmented_after_ptb, unfragmented_then_ptb, MTU};
 use crate::{
-    responder::RuleSpec,
+    xdp::responder::RuleSpec,
     suite::{Ctx, Gateway6Reset, Record, Scenario},
 };
 

@@ -5,7 +5,7 @@ use anyhow::{Context as _, Result};
 use futures::FutureExt as _;
 
 use crate::{
-    rawsock,
+    net::rawsock,
     suite::{Ctx, Record, Scenario},
 };
 

@@ -11,7 +11,7 @@ use futures::FutureExt as _;
 use pmtu_common::EventAction;
 
 use crate::{
-    responder::RuleSpec,
+    xdp::responder::RuleSpec,
     suite::{tcp::FakeTcp, Ctx, Record, Scenario, REPLY_TIMEOUT},
 };
 

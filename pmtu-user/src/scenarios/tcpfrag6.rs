@@ -9,7 +9,7 @@ use futures::FutureExt as _;
 
 use super::pmtu::CHARGEN_PORT;
 use crate::{
-    responder::RuleSpec,
+    xdp::responder::RuleSpec,
     suite::{tcp::FakeTcp, Ctx, Record, Scenario},
 };
 

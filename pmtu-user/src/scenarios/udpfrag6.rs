@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use futures::FutureExt as _;
 
 use crate::{
-    responder::RuleSpec,
+    xdp::responder::RuleSpec,
     suite::{
         udp::{echo_from_fake, echo_from_local},
         Ctx, Record, Scenario,

@@ -17,7 +17,8 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{capture::Capture, capture::MonoClock, event::PacketEvent, responder::EventStream};
+use super::capture::{Capture, MonoClock};
+use crate::xdp::{events::PacketEvent, responder::EventStream};
 
 type Subscribers = HashMap<SocketAddr, UnboundedSender<PacketEvent>>;
 

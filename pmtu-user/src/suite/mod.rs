@@ -1,4 +1,5 @@
 //! The scenario runner: the context every scenario gets, expectations per REMOTE OS, verdicts.
+pub mod capture;
 pub mod hub;
 pub mod report;
 pub mod run;
@@ -19,13 +20,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    capture::Capture,
-    netns,
-    rawsock::RawSocket,
-    responder::{Responder, RuleSpec},
-    topology::Topology,
+    config::Topology,
+    remote::Remote,
+    net::{netns, rawsock::RawSocket},
     wire::L2,
+    xdp::responder::{Responder, RuleSpec},
 };
+use capture::Capture;
 use hub::Hub;
 
 /// Upper bound for one reply from REMOTE (a round trip on a local link takes microseconds).
@@ -111,21 +112,15 @@ impl Ctx {
         }
     }
 
-    /// Runs a command on REMOTE: inside its namespace for a lab, else through `ssh REMOTE_SSH`
-    /// (never here: REMOTE's route commands must not touch LOCAL).
+    /// Runs a command on REMOTE: inside its namespace for a lab, else over ssh from LOCAL's
+    /// namespace (never here: REMOTE's route commands must not touch LOCAL).
     pub fn remote(&self, program: &str, args: &[&str]) -> Result<String> {
-        match (&self.topo.remote_netns, &self.topo.remote_ssh) {
-            (Some(ns), _) => netns::run(Some(ns), program, args),
-            (None, Some(login)) => {
-                let mut ssh = vec!["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", login, "--"];
-                ssh.push(program);
-                ssh.extend_from_slice(args);
-                netns::run(None, "ssh", &ssh)
-            }
-            (None, None) => Err(anyhow!(
-                "neither REMOTE_NETNS nor REMOTE_SSH is set: there is no way to run `{program}` on REMOTE"
-            )),
-        }
+        Remote::new(
+            self.topo.remote_netns.as_deref(),
+            self.topo.remote_ssh.as_deref(),
+            self.topo.local_netns.as_deref(),
+        )?
+        .run(program, args)
     }
 
     /// Runs a command on LOCAL.

@@ -5,7 +5,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::{hub::Flow, random_u32, Ctx, REPLY_TIMEOUT};
 use crate::{
-    event::{tcp_flags, PacketEvent},
+    xdp::events::{tcp_flags, PacketEvent},
     wire::{tcp_frame, TcpFlags, TcpSegment},
 };
 

@@ -8,7 +8,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use super::{hub::Flow, Ctx, REPLY_TIMEOUT};
-use crate::{event::PacketEvent, netns, wire::udp_frame};
+use crate::{net::netns, wire::udp_frame, xdp::events::PacketEvent};
 
 /// The echo service's port (RFC 862).
 pub const ECHO_PORT: u16 = 7;

@@ -9,11 +9,16 @@ use anyhow::{bail, Context as _, Result};
 use ipnet::IpNet;
 use pmtu_common::Counter;
 
-use crate::{
-    event::PacketEvent,
-    netns,
-    responder::{parse_rule, AttachMode, Responder},
+use pmtu::{
+    net::netns,
+    signals,
+    xdp::{
+        events::PacketEvent,
+        responder::{parse_rule, AttachMode, Responder},
+    },
 };
+
+use super::require_root;
 
 #[derive(clap::Args, Debug)]
 pub struct RespondArgs {
@@ -83,13 +88,6 @@ fn iface_addrs(ns: Option<&str>, iface: &str) -> Result<(Option<Ipv4Addr>, Optio
 /// Whether `iface` is a veth (by its driver, as `ethtool -i` reports it).
 fn is_veth(ns: Option<&str>, iface: &str) -> bool {
     netns::run(ns, "ethtool", &["-i", iface]).is_ok_and(|out| out.contains("driver: veth"))
-}
-
-pub fn require_root(what: &str) -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("{what} needs root (it loads an XDP program and enters network namespaces): run it with sudo, or through `cargo xtask run -- ...`");
-    }
-    Ok(())
 }
 
 pub async fn cli(args: RespondArgs, mode: AttachMode) -> Result<()> {
@@ -162,7 +160,7 @@ pub async fn cli(args: RespondArgs, mode: AttachMode) -> Result<()> {
     }
 
     let mut batch = Vec::new();
-    let stop = crate::signals::stop();
+    let stop = signals::stop();
     tokio::pin!(stop);
     loop {
         tokio::select! {

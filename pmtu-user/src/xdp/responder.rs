@@ -273,7 +273,7 @@ impl Responder {
         let where_ = ns
             .map(|n| format!(" in namespace `{n}`"))
             .unwrap_or_default();
-        crate::netns::run_in(ns, || {
+        crate::net::netns::run_in(ns, || {
             let id = prog.attach(iface, mode.flags()).map_err(|e| match &e {
                 ProgramError::UnknownInterface { .. } => {
                     anyhow!("no interface `{iface}`{where_}: check the name with `ip link`")

@@ -1,7 +1,7 @@
 //! The one configuration type: LOCAL, REMOTE and the fake net, for labs and real remotes alike.
 //!
 //! The variables keep the original suite's names (LOCAL_IF ... FAKE_NET_ADDR6), so a setup
-//! written for it works here unchanged. A lab fills them in itself ([`Topology::lab`]); for a
+//! written for it works here unchanged. A lab fills them in itself (`lab::plan`); for a
 //! real REMOTE the user sets them in the environment ([`Topology::from_env`]).
 use std::{
     fmt,
@@ -67,27 +67,6 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// The values of lab `name` (see [`crate::lab`]): documentation addresses only.
-    pub fn lab(name: &str) -> Self {
-        use crate::lab;
-        Self {
-            local_if: lab::LOCAL_IF.to_string(),
-            local_mac: lab::LOCAL_MAC,
-            remote_mac: lab::REMOTE_MAC,
-            remote_ssh: None,
-            local_addr: Ipv4Addr::new(192, 0, 2, 1),
-            remote_addr: Ipv4Addr::new(192, 0, 2, 2),
-            fake_net: Ipv4Net::new_assert(Ipv4Addr::new(198, 51, 100, 0), 24),
-            fake_net_addr: Ipv4Addr::new(198, 51, 100, 22),
-            local_addr6: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
-            remote_addr6: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2),
-            fake_net6: Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0), 64),
-            fake_net_addr6: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x22),
-            local_netns: Some(lab::local_ns(name)),
-            remote_netns: Some(lab::remote_ns(name)),
-        }
-    }
-
     /// Reads the variables from the environment. Fails when any is missing or malformed, with
     /// one line per bad value.
     pub fn from_env() -> Result<Self> {
@@ -220,7 +199,7 @@ impl Topology {
 
     /// What does not fit together: the fake host outside the fake net, the fake net overlapping
     /// the link, LOCAL and REMOTE sharing an address, group MACs.
-    fn consistency_problems(&self) -> Vec<String> {
+    pub fn consistency_problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         if !self.fake_net.contains(&self.fake_net_addr) {
             out.push(format!(
@@ -574,38 +553,6 @@ mod tests {
     }
 
     #[test]
-    fn lab_values_and_env_lines_round_trip() {
-        let lab = Topology::lab("pmtu");
-        let lines = lab.to_env_lines();
-        assert_eq!(
-            lines,
-            [
-                "LOCAL_IF=pmtu0",
-                "LOCAL_MAC=02:00:00:00:00:01",
-                "REMOTE_MAC=02:00:00:00:00:02",
-                "LOCAL_ADDR=192.0.2.1",
-                "REMOTE_ADDR=192.0.2.2",
-                "FAKE_NET=198.51.100.0/24",
-                "FAKE_NET_ADDR=198.51.100.22",
-                "LOCAL_ADDR6=2001:db8::1",
-                "REMOTE_ADDR6=2001:db8::2",
-                "FAKE_NET6=2001:db8:1::/64",
-                "FAKE_NET_ADDR6=2001:db8:1::22",
-                "LOCAL_NETNS=pmtu-local",
-                "REMOTE_NETNS=pmtu-remote",
-            ]
-        );
-        let vars: HashMap<String, String> = lines
-            .iter()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let back = Topology::from_lookup(|n| vars.get(n).cloned()).unwrap();
-        assert_eq!(back, lab);
-        assert!(lab.consistency_problems().is_empty());
-    }
-
-    #[test]
     fn env_lines_quote_for_the_shell() {
         let mut t = parse(&good()).unwrap();
         t.remote_ssh = Some("root@host -p 2222".into());
@@ -620,14 +567,4 @@ mod tests {
         assert!(!t.to_env_lines().iter().any(|l| l.starts_with("REMOTE_SSH")));
     }
 
-    #[test]
-    fn serializes_with_the_variable_names() {
-        let json = serde_json::to_value(Topology::lab("x")).unwrap();
-        assert_eq!(json["LOCAL_IF"], "pmtu0");
-        assert_eq!(json["LOCAL_MAC"], "02:00:00:00:00:01");
-        assert_eq!(json["FAKE_NET"], "198.51.100.0/24");
-        assert_eq!(json["FAKE_NET_ADDR6"], "2001:db8:1::22");
-        assert_eq!(json["REMOTE_NETNS"], "x-remote");
-        assert!(json.get("REMOTE_SSH").is_none());
-    }
 }

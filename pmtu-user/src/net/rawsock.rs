@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use crate::netns;
+use super::netns;
 
 /// An AF_PACKET socket that sends complete Ethernet frames out of one interface.
 pub struct RawSocket {

@@ -7,17 +7,21 @@
 //! per-call fixed cost of the harness is measured with the empty program (`pmtu_pass`) and shown.
 //! The paths that leave their frame unchanged are also run with `repeat`, which takes the
 //! harness out and shows the program's own cost per packet.
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{bail, Result};
 use ipnet::IpNet;
 use pmtu_common::{PROG_FLOOR, PROG_PASS, PROG_RESPONDER};
 
-use crate::{
-    lab::{LOCAL_MAC, REMOTE_MAC},
-    responder::{Responder, RuleSpec, XDP_DROP, XDP_PASS, XDP_TX},
-    wire::{tcp_frame, TcpFlags, TcpSegment, L2},
+use pmtu::{
+    lab::plan::{
+        data_segment, FAKE_NET_ADDR as FAKE4, FAKE_NET_ADDR6 as FAKE6, LOCAL_ADDR as ROUTER4,
+        LOCAL_ADDR6 as ROUTER6, REMOTE_ADDR as REMOTE4, REMOTE_ADDR6 as REMOTE6,
+    },
+    xdp::responder::{Responder, RuleSpec, XDP_DROP, XDP_PASS, XDP_TX},
 };
+
+use super::require_root;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -35,44 +39,7 @@ pub enum BenchWhat {
     },
 }
 
-// The lab's addresses (see topology.rs); the benchmark and the XDP tests share them.
-pub const ROUTER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-pub const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
-pub const REMOTE4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-pub const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
-pub const FAKE4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 22);
-pub const FAKE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x22);
 const OTHER4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
-
-/// REMOTE's chargen data toward `dst` as LOCAL_IF receives it: TCP 19 -> 40000, seq 1000,
-/// ack 1, a counting payload, IP length `ip_len`, from REMOTE_MAC to LOCAL_MAC.
-pub fn data_segment(src: IpAddr, dst: IpAddr, ip_len: usize) -> Result<Vec<u8>> {
-    let headers = if dst.is_ipv4() { 20 + 20 } else { 40 + 20 };
-    let seg = TcpSegment {
-        src,
-        dst,
-        sport: 19,
-        dport: 40000,
-        seq: 1000,
-        ack: 1,
-        flags: TcpFlags {
-            ack: true,
-            ..Default::default()
-        },
-        window: 512,
-        mss: None,
-        payload: (0..ip_len.saturating_sub(headers))
-            .map(|i| i as u8)
-            .collect(),
-    };
-    tcp_frame(
-        &L2 {
-            src: REMOTE_MAC,
-            dst: LOCAL_MAC,
-        },
-        &seg,
-    )
-}
 
 struct Path {
     name: &'static str,
@@ -82,7 +49,7 @@ struct Path {
 }
 
 pub async fn cli(args: BenchArgs) -> Result<()> {
-    crate::respond::require_root("pmtu bench")?;
+    require_root("pmtu bench")?;
     match args.what {
         BenchWhat::Xdp { runs } => xdp(runs),
     }

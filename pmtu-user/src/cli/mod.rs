@@ -1,0 +1,157 @@
+//! The `pmtu` command line: one file per verb, the scenario subcommands generated from the
+//! registry ([`pmtu::scenarios::ALL`]), exit codes and signals. Nothing imports this folder.
+pub mod bench;
+pub mod lab;
+pub mod respond;
+pub mod run;
+pub mod serve;
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use pmtu::{lab::plan::DEFAULT_NAME, scenarios, xdp::responder::AttachMode};
+
+/// Options every verb takes.
+#[derive(Args, Debug)]
+pub struct Globals {
+    /// The lab to use: namespaces NAME-local and NAME-remote.
+    #[arg(long, global = true, env = "PMTU_LAB", default_value = DEFAULT_NAME)]
+    pub lab: String,
+    /// XDP attach mode for the responder.
+    #[arg(long, global = true, value_enum, default_value_t = AttachMode::Native)]
+    pub xdp_mode: AttachMode,
+    /// More log output (-v: debug, -vv: trace); RUST_LOG works too.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pmtu",
+    version,
+    about = "Path MTU Discovery regression suite around an XDP responder",
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub globals: Globals,
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+/// The verbs besides the scenarios.
+#[derive(Subcommand, Debug)]
+pub enum Verb {
+    /// Run scenarios: all of them in the original's order when none is named.
+    Run {
+        /// Scenario names (each also has its own subcommand, listed below).
+        names: Vec<String>,
+        #[command(flatten)]
+        args: run::RunArgs,
+    },
+    /// The built-in lab: two network namespaces, a veth, REMOTE's services, the responder.
+    Lab(lab::LabArgs),
+    /// Run the XDP responder alone on an interface and print what it sees (Ctrl-C stops).
+    Respond(respond::RespondArgs),
+    /// REMOTE's built-in chargen and echo (used by the lab when inetd is missing).
+    Serve(pmtu::serve::ServeArgs),
+    /// Benchmarks.
+    Bench(bench::BenchArgs),
+}
+
+/// What the command line asks for: a verb, or one scenario by its own subcommand.
+pub enum Request {
+    Verb(Verb),
+    Scenario(&'static str, run::RunArgs),
+}
+
+/// The whole command line: the verbs, then one subcommand per registered scenario with the
+/// registry's text.
+pub fn command() -> clap::Command {
+    scenarios::ALL
+        .iter()
+        .chain(scenarios::EXTRA.iter())
+        .fold(Cli::command(), |cmd, s| {
+            cmd.subcommand(run::RunArgs::augment_args(
+                clap::Command::new(s.name).about(s.about),
+            ))
+        })
+}
+
+/// Parses the process's arguments (clap prints help and usage errors and exits 2 itself).
+pub fn parse() -> (Globals, Request) {
+    let matches = command().get_matches();
+    match from_matches(&matches) {
+        Ok(parsed) => parsed,
+        Err(e) => e.exit(),
+    }
+}
+
+fn from_matches(matches: &clap::ArgMatches) -> Result<(Globals, Request), clap::Error> {
+    let globals = Globals::from_arg_matches(matches)?;
+    if let Some((name, sub)) = matches.subcommand() {
+        if let Some(s) = scenarios::find(name) {
+            return Ok((
+                globals,
+                Request::Scenario(s.name, run::RunArgs::from_arg_matches(sub)?),
+            ));
+        }
+    }
+    Ok((globals, Request::Verb(Verb::from_arg_matches(matches)?)))
+}
+
+/// Runs what was asked for.
+pub async fn dispatch(globals: Globals, request: Request) -> Result<ExitCode> {
+    let ok = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
+    let (lab_name, mode) = (globals.lab.as_str(), globals.xdp_mode);
+    match request {
+        Request::Scenario(name, args) => run::cli(&[name.to_string()], args, lab_name, mode).await,
+        Request::Verb(Verb::Run { names, args }) => run::cli(&names, args, lab_name, mode).await,
+        Request::Verb(Verb::Lab(args)) => ok(lab::cli(args, lab_name, mode).await),
+        Request::Verb(Verb::Respond(args)) => ok(respond::cli(args, mode).await),
+        Request::Verb(Verb::Serve(args)) => ok(serve::cli(args).await),
+        Request::Verb(Verb::Bench(args)) => ok(bench::cli(args).await),
+    }
+}
+
+/// Verbs that load XDP programs or enter namespaces say so before they try.
+pub fn require_root(what: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("{what} needs root (it loads an XDP program and enters network namespaces): run it with sudo, or through `cargo xtask run -- ...`");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_scenario_is_a_subcommand_with_the_registry_text() {
+        let cmd = command();
+        for s in scenarios::ALL.iter().chain(scenarios::EXTRA.iter()) {
+            let sub = cmd
+                .find_subcommand(s.name)
+                .unwrap_or_else(|| panic!("no subcommand `{}`", s.name));
+            assert_eq!(sub.get_about().map(|a| a.to_string()), Some(s.about.into()));
+        }
+        cmd.debug_assert();
+    }
+
+    #[test]
+    fn scenario_subcommands_parse_to_their_scenario() {
+        let m = command()
+            .try_get_matches_from(["pmtu", "--lab", "x", "pmtu6", "--format", "json"])
+            .unwrap();
+        let (g, r) = from_matches(&m).unwrap();
+        assert_eq!(g.lab, "x");
+        assert!(matches!(r, Request::Scenario("pmtu6", _)));
+        let m = command()
+            .try_get_matches_from(["pmtu", "run", "ping", "pmtu"])
+            .unwrap();
+        let (_, r) = from_matches(&m).unwrap();
+        assert!(matches!(r, Request::Verb(Verb::Run { ref names, .. }) if names == &["ping", "pmtu"]));
+    }
+}

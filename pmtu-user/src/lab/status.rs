@@ -1,0 +1,565 @@
+//! `pmtu lab status`: what is there (namespaces, interfaces, routes with cached PMTUs,
+//! services, XDP programs, rules, counters), read afresh, and what could not be read.
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
+
+use anyhow::{bail, Result};
+use futures::TryStreamExt as _;
+use netlink_packet_route::{
+    address::AddressAttribute,
+    link::{LinkAttribute, LinkFlags, LinkXdp, XdpAttached},
+    route::{RouteAddress, RouteAttribute, RouteMetric},
+};
+use pmtu_common::{Counter, RuleAction, MAP_RULES_V4};
+use rtnetlink::{Handle, RouteMessageBuilder};
+use serde::Serialize;
+
+use super::{
+    exists,
+    plan::{self, local_ns, pin_dir, remote_ns, state_dir, validate_name, CHARGEN_PORT, ECHO_PORT},
+    service::{is_ours, read_record, ServiceKind},
+};
+use crate::{
+    config::{format_mac, Mac, Topology},
+    net::{netns, procfs::proc_stat, rtnl::netlink_in},
+    xdp::responder::Responder,
+};
+
+/// What `pmtu lab status` reports; `--json` prints it as is.
+#[derive(Debug, Serialize)]
+pub struct LabStatus {
+    pub name: String,
+    /// Both namespaces and the pinned maps are there.
+    pub complete: bool,
+    pub state_dir: PathBuf,
+    pub topology: Topology,
+    pub namespaces: Vec<NamespaceStatus>,
+    pub service: Option<ServiceStatus>,
+    pub rules: Vec<RuleStatus>,
+    pub counters: Vec<CounterStatus>,
+    /// What could not be read.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NamespaceStatus {
+    /// LOCAL or REMOTE.
+    pub role: &'static str,
+    pub name: String,
+    pub exists: bool,
+    pub interfaces: Vec<InterfaceStatus>,
+    /// The main table.
+    pub routes: Vec<RouteStatus>,
+    /// The route to each fake host as the kernel resolves it now, with any cached PMTU.
+    pub to_fake_host: Vec<RouteStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub mac: Option<String>,
+    pub up: bool,
+    pub mtu: Option<u32>,
+    pub addresses: Vec<String>,
+    pub xdp: Option<XdpStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct XdpStatus {
+    pub prog_id: u32,
+    pub prog_name: Option<String>,
+    /// native, skb, hw or multi.
+    pub mode: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteStatus {
+    pub destination: String,
+    /// unicast, blackhole, local, ...
+    pub kind: String,
+    pub gateway: Option<String>,
+    pub dev: Option<String>,
+    /// The route's MTU metric: for a resolved route, the cached path MTU.
+    pub mtu: Option<u32>,
+    /// Seconds until a cached entry expires.
+    pub expires_s: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceStatus {
+    pub kind: ServiceKind,
+    pub pid: i32,
+    pub alive: bool,
+    /// Sockets listening in REMOTE's namespace on the chargen and echo ports.
+    pub listening: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleStatus {
+    pub prefix: String,
+    pub action: String,
+    pub mtu: u32,
+    /// ICMP errors allowed; 0: no limit.
+    pub budget: u32,
+    pub sent: u64,
+    pub pass: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CounterStatus {
+    pub name: &'static str,
+    pub value: u64,
+}
+
+/// Gathers the state of lab `name`, complete or not (error only when nothing of it exists).
+pub fn status_report(name: &str) -> Result<LabStatus> {
+    validate_name(name)?;
+    if !exists(name) {
+        bail!("no lab `{name}`: run `pmtu lab up --lab {name}`");
+    }
+    let topology = plan::topology(name);
+    let mut problems = Vec::new();
+    let names: Vec<(u32, String)> = aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .map(|p| (p.id(), p.name_as_str().unwrap_or_default().to_string()))
+        .collect();
+    let fake_hosts: [IpAddr; 2] = [
+        topology.fake_net_addr.into(),
+        topology.fake_net_addr6.into(),
+    ];
+    let mut namespaces = Vec::new();
+    for (role, ns) in [("LOCAL", local_ns(name)), ("REMOTE", remote_ns(name))] {
+        let mut status = NamespaceStatus {
+            role,
+            exists: netns::exists(&ns),
+            name: ns.clone(),
+            interfaces: Vec::new(),
+            routes: Vec::new(),
+            to_fake_host: Vec::new(),
+        };
+        if status.exists {
+            match netlink_in(&ns, move |h| async move {
+                inspect_namespace(&h, &fake_hosts).await
+            }) {
+                Ok((interfaces, routes, to_fake_host)) => {
+                    status.interfaces = interfaces;
+                    status.routes = routes;
+                    status.to_fake_host = to_fake_host;
+                }
+                Err(e) => problems.push(format!("reading namespace `{ns}`: {e:#}")),
+            }
+            for iface in &mut status.interfaces {
+                if let Some(xdp) = &mut iface.xdp {
+                    xdp.prog_name = names
+                        .iter()
+                        .find(|(id, _)| *id == xdp.prog_id)
+                        .map(|(_, n)| n.clone());
+                }
+            }
+        }
+        namespaces.push(status);
+    }
+
+    let service = match read_record(&state_dir(name)) {
+        Ok(Some(record)) => {
+            let alive =
+                proc_stat(record.pid).is_some_and(|s| is_ours(&record, &s) && s.state != 'Z');
+            let listening = if netns::exists(&remote_ns(name)) {
+                netns::run_in(Some(&remote_ns(name)), || Ok(listening_sockets()))
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            Some(ServiceStatus {
+                kind: record.kind,
+                pid: record.pid,
+                alive,
+                listening,
+            })
+        }
+        Ok(None) => None,
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            None
+        }
+    };
+
+    let pins = pin_dir(name);
+    let complete = namespaces.iter().all(|n| n.exists) && pins.join(MAP_RULES_V4).exists();
+    let (mut rules, mut counters) = (Vec::new(), Vec::new());
+    if pins.join(MAP_RULES_V4).exists() {
+        match Responder::open_pinned(&pins) {
+            Ok(responder) => {
+                rules = responder
+                    .rules()
+                    .into_iter()
+                    .map(|(prefix, rule)| RuleStatus {
+                        prefix: prefix.to_string(),
+                        action: match RuleAction::from_u8(rule.action) {
+                            Some(RuleAction::Answer) => "answer".to_string(),
+                            Some(RuleAction::Blackhole) => "blackhole".to_string(),
+                            Some(RuleAction::Observe) => "observe".to_string(),
+                            None => format!("unknown ({})", rule.action),
+                        },
+                        mtu: rule.mtu,
+                        budget: rule.budget,
+                        sent: rule.sent,
+                        pass: rule.flags & pmtu_common::RULE_F_PASS != 0,
+                    })
+                    .collect();
+                match responder.counters() {
+                    Ok(values) => {
+                        counters = Counter::ALL
+                            .iter()
+                            .map(|c| CounterStatus {
+                                name: c.name(),
+                                value: values[*c as usize],
+                            })
+                            .collect()
+                    }
+                    Err(e) => problems.push(format!("{e:#}")),
+                }
+            }
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+    }
+    Ok(LabStatus {
+        name: name.to_string(),
+        complete,
+        state_dir: state_dir(name),
+        topology,
+        namespaces,
+        service,
+        rules,
+        counters,
+        problems,
+    })
+}
+
+/// Interfaces (without lo), the main routing table and the routes to `fake_hosts`.
+async fn inspect_namespace(
+    h: &Handle,
+    fake_hosts: &[IpAddr],
+) -> Result<(Vec<InterfaceStatus>, Vec<RouteStatus>, Vec<RouteStatus>)> {
+    let mut names = std::collections::HashMap::new();
+    let mut interfaces = Vec::new();
+    let mut links = h.link().get().execute();
+    let mut indexes = Vec::new();
+    while let Some(link) = links.try_next().await? {
+        let mut iface = InterfaceStatus {
+            name: String::new(),
+            mac: None,
+            up: link.header.flags.contains(LinkFlags::Up),
+            mtu: None,
+            addresses: Vec::new(),
+            xdp: None,
+        };
+        for attr in &link.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => iface.name = n.clone(),
+                LinkAttribute::Address(a) => {
+                    if let Ok(mac) = <Mac>::try_from(a.as_slice()) {
+                        iface.mac = Some(format_mac(&mac));
+                    }
+                }
+                LinkAttribute::Mtu(m) => iface.mtu = Some(*m),
+                LinkAttribute::Xdp(xdp) => iface.xdp = xdp_status(xdp),
+                _ => {}
+            }
+        }
+        names.insert(link.header.index, iface.name.clone());
+        if iface.name != "lo" {
+            indexes.push(link.header.index);
+            interfaces.push(iface);
+        }
+    }
+    let mut addrs = h.address().get().execute();
+    while let Some(msg) = addrs.try_next().await? {
+        let Some(pos) = indexes.iter().position(|i| *i == msg.header.index) else {
+            continue;
+        };
+        for attr in &msg.attributes {
+            if let AddressAttribute::Address(a) = attr {
+                interfaces[pos]
+                    .addresses
+                    .push(format!("{a}/{}", msg.header.prefix_len));
+            }
+        }
+    }
+
+    let mut routes = Vec::new();
+    for family in [
+        RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<Ipv6Addr>::new().build(),
+    ] {
+        let mut dump = h.route().get(family).execute();
+        while let Some(msg) = dump.try_next().await? {
+            let table = msg
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(msg.header.table as u32);
+            if table == u32::from(netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN) {
+                routes.push(route_status(&msg, &names));
+            }
+        }
+    }
+
+    let mut to_fake_host = Vec::new();
+    for host in fake_hosts {
+        let message = match host {
+            IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(*a, 32)
+                .build(),
+            IpAddr::V6(a) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(*a, 128)
+                .build(),
+        };
+        // A blackhole route makes the lookup fail; the dump above shows it.
+        if let Ok(Some(msg)) = h.route().get(message).execute().try_next().await {
+            let mut status = route_status(&msg, &names);
+            status.destination = host.to_string();
+            to_fake_host.push(status);
+        }
+    }
+    Ok((interfaces, routes, to_fake_host))
+}
+
+fn xdp_status(attrs: &[LinkXdp]) -> Option<XdpStatus> {
+    let mut mode = None;
+    let mut id = None;
+    for attr in attrs {
+        match attr {
+            LinkXdp::Attached(XdpAttached::None) => return None,
+            LinkXdp::Attached(a) => {
+                mode = Some(match a {
+                    XdpAttached::Driver => "native".to_string(),
+                    XdpAttached::SocketBuffer => "skb".to_string(),
+                    XdpAttached::Hardware => "hw".to_string(),
+                    XdpAttached::Multiple => "multi".to_string(),
+                    other => format!("{other:?}"),
+                })
+            }
+            LinkXdp::ProgId(p) => id = Some(*p),
+            _ => {}
+        }
+    }
+    Some(XdpStatus {
+        prog_id: id?,
+        prog_name: None,
+        mode: mode.unwrap_or_default(),
+    })
+}
+
+fn route_address(a: &RouteAddress) -> String {
+    match a {
+        RouteAddress::Inet(a) => a.to_string(),
+        RouteAddress::Inet6(a) => a.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn route_status(
+    msg: &netlink_packet_route::route::RouteMessage,
+    names: &std::collections::HashMap<u32, String>,
+) -> RouteStatus {
+    let mut status = RouteStatus {
+        destination: "default".to_string(),
+        kind: format!("{:?}", msg.header.kind).to_lowercase(),
+        gateway: None,
+        dev: None,
+        mtu: None,
+        expires_s: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(a) => {
+                status.destination = format!(
+                    "{}/{}",
+                    route_address(a),
+                    msg.header.destination_prefix_length
+                )
+            }
+            RouteAttribute::Gateway(a) => status.gateway = Some(route_address(a)),
+            RouteAttribute::Oif(i) => status.dev = names.get(i).cloned(),
+            RouteAttribute::Metrics(metrics) => {
+                for m in metrics {
+                    if let RouteMetric::Mtu(mtu) = m {
+                        status.mtu = Some(*mtu);
+                    }
+                }
+            }
+            // In clock ticks (USER_HZ, 100 a second).
+            RouteAttribute::CacheInfo(ci) if ci.expires > 0 => {
+                status.expires_s = Some(ci.expires / 100)
+            }
+            _ => {}
+        }
+    }
+    status
+}
+
+/// The chargen and echo sockets listening in this thread's network namespace, from
+/// /proc/thread-self/net (/proc/self/net would show the main thread's namespace).
+fn listening_sockets() -> Vec<String> {
+    let mut out = Vec::new();
+    for (file, proto, family, port, state, service) in [
+        ("tcp", "tcp", "IPv4", CHARGEN_PORT, "0A", "chargen"),
+        ("tcp6", "tcp", "IPv6", CHARGEN_PORT, "0A", "chargen"),
+        ("udp", "udp", "IPv4", ECHO_PORT, "07", "echo"),
+        ("udp6", "udp", "IPv6", ECHO_PORT, "07", "echo"),
+    ] {
+        let Ok(text) = fs::read_to_string(format!("/proc/thread-self/net/{file}")) else {
+            continue;
+        };
+        let wanted = format!(":{port:04X}");
+        let listening = text.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1).is_some_and(|local| local.ends_with(&wanted))
+                && fields.get(3) == Some(&state)
+        });
+        if listening {
+            out.push(format!("{service} {proto}/{port} {family}"));
+        }
+    }
+    out
+}
+
+/// `pmtu lab status` for people.
+pub fn status(name: &str) -> Result<String> {
+    use std::fmt::Write as _;
+    let s = status_report(name)?;
+    let mut out = String::new();
+    let state = if s.complete {
+        "up"
+    } else {
+        "INCOMPLETE (`pmtu lab up` rebuilds it)"
+    };
+    let _ = writeln!(
+        out,
+        "lab `{}`: {state}; state in {}",
+        s.name,
+        s.state_dir.display()
+    );
+    for ns in &s.namespaces {
+        if !ns.exists {
+            let _ = writeln!(out, "{:<6} namespace {}: missing", ns.role, ns.name);
+            continue;
+        }
+        let _ = writeln!(out, "{:<6} namespace {}", ns.role, ns.name);
+        for i in &ns.interfaces {
+            let _ = writeln!(
+                out,
+                "  {} {} {} mtu {} {}",
+                i.name,
+                i.mac.as_deref().unwrap_or("-"),
+                if i.up { "up" } else { "DOWN" },
+                i.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+                i.addresses.join(" ")
+            );
+            match &i.xdp {
+                Some(x) => {
+                    let _ = writeln!(
+                        out,
+                        "    xdp: {} (prog id {}, {})",
+                        x.prog_name.as_deref().unwrap_or("?"),
+                        x.prog_id,
+                        x.mode
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "    xdp: none");
+                }
+            }
+        }
+        for r in &ns.routes {
+            let _ = writeln!(out, "  route {}", describe_route(r));
+        }
+        for r in &ns.to_fake_host {
+            let pmtu = match (r.mtu, r.expires_s) {
+                (Some(mtu), Some(exp)) => format!("cached PMTU {mtu}, expires in {exp} s"),
+                (Some(mtu), None) => format!("MTU {mtu}"),
+                _ => "no cached PMTU".to_string(),
+            };
+            let _ = writeln!(out, "  to the fake host {}: {pmtu}", describe_route(r));
+        }
+    }
+    match &s.service {
+        Some(svc) => {
+            let _ = writeln!(
+                out,
+                "services: {} (pid {}) {}; listening: {}",
+                match svc.kind {
+                    ServiceKind::Inetd => "openbsd-inetd",
+                    ServiceKind::Builtin => "pmtu serve",
+                },
+                svc.pid,
+                if svc.alive { "running" } else { "NOT RUNNING" },
+                if svc.listening.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    svc.listening.join(", ")
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "services: none recorded");
+        }
+    }
+    if !s.rules.is_empty() {
+        let _ = writeln!(out, "XDP rules:");
+        for r in &s.rules {
+            let budget = if r.budget == 0 {
+                "no limit".to_string()
+            } else {
+                r.budget.to_string()
+            };
+            let _ = writeln!(
+                out,
+                "  {} {} mtu {} budget {budget} sent {}{}",
+                r.prefix,
+                r.action,
+                r.mtu,
+                r.sent,
+                if r.pass { " pass" } else { "" }
+            );
+        }
+    }
+    if !s.counters.is_empty() {
+        let counters: Vec<String> = s
+            .counters
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.value))
+            .collect();
+        let _ = writeln!(out, "XDP counters: {}", counters.join(", "));
+    }
+    for p in &s.problems {
+        let _ = writeln!(out, "problem: {p}");
+    }
+    Ok(out)
+}
+
+fn describe_route(r: &RouteStatus) -> String {
+    let mut text = if r.kind == "unicast" {
+        r.destination.clone()
+    } else {
+        format!("{} {}", r.kind, r.destination)
+    };
+    if let Some(gw) = &r.gateway {
+        text.push_str(&format!(" via {gw}"));
+    }
+    if let Some(dev) = &r.dev {
+        text.push_str(&format!(" dev {dev}"));
+    }
+    text
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line.
+

@@ -1,0 +1,109 @@
+//! rtnetlink helpers: a handle opened inside a namespace, links, addresses and routes.
+use std::{
+    future::Future,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use anyhow::{anyhow, Context as _, Result};
+use futures::TryStreamExt as _;
+use ipnet::IpNet;
+use netlink_packet_route::{
+    address::AddressHeaderFlags,
+    route::RouteType,
+};
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+
+use super::netns;
+
+/// Runs `f` with an rtnetlink handle whose socket was opened inside `ns`.
+pub fn netlink_in<T, F, Fut>(ns: &str, f: F) -> Result<T>
+where
+    T: Send,
+    F: FnOnce(Handle) -> Fut + Send,
+    Fut: Future<Output = Result<T>>,
+{
+    netns::run_in(Some(ns), move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .context("starting a runtime for netlink")?;
+        runtime.block_on(async move {
+            let (connection, handle, _) =
+                rtnetlink::new_connection().context("opening a netlink socket")?;
+            let task = tokio::spawn(connection);
+            let out = f(handle).await;
+            task.abort();
+            out
+        })
+    })
+}
+
+pub async fn link_index(h: &Handle, name: &str) -> Result<u32> {
+    let link = h
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+        .with_context(|| format!("looking up interface {name}"))?;
+    link.map(|l| l.header.index)
+        .ok_or_else(|| anyhow!("no interface {name}"))
+}
+
+pub async fn set_up(h: &Handle, name: &str) -> Result<()> {
+    let index = link_index(h, name).await?;
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .with_context(|| format!("setting {name} up"))
+}
+
+pub async fn add_address(h: &Handle, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
+    let mut req = h.address().add(index, addr, prefix);
+    if addr.is_ipv6() {
+        req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+    }
+    req.execute()
+        .await
+        .with_context(|| format!("adding address {addr}/{prefix}"))
+}
+
+pub async fn add_route(h: &Handle, dest: IpNet, via: Option<IpAddr>, blackhole: bool) -> Result<()> {
+    let message = match (dest, via) {
+        (IpNet::V4(net), via) => {
+            let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(net.network(), net.prefix_len());
+            if let Some(IpAddr::V4(gw)) = via {
+                b = b.gateway(gw);
+            }
+            if blackhole {
+                b = b.kind(RouteType::BlackHole);
+            }
+            b.build()
+        }
+        (IpNet::V6(net), via) => {
+            let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(net.network(), net.prefix_len());
+            if let Some(IpAddr::V6(gw)) = via {
+                b = b.gateway(gw);
+            }
+            if blackhole {
+                b = b.kind(RouteType::BlackHole);
+            }
+            b.build()
+        }
+    };
+    let what = match (via, blackhole) {
+        (_, true) => format!("blackhole {dest}"),
+        (Some(gw), _) => format!("{dest} via {gw}"),
+        (None, _) => dest.to_string(),
+    };
+    h.route()
+        .add(message)
+        .execute()
+        .await
+        .with_context(|| format!("adding route {what}"))
+}
+

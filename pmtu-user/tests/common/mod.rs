@@ -1,0 +1,182 @@
+//! The one harness of the end-to-end tests: unique names, a guard that removes a lab however
+//! the test ends, the `pmtu` binary as a runner, its JSON lines, and waiting for a condition
+//! with a deadline (never a sleep as synchronisation).
+//!
+//! Each test binary includes this with `mod common;` and uses what it needs.
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+use std::{
+    path::Path,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use pmtu::lab::{self, plan};
+use serde_json::Value;
+
+/// The binary under test.
+pub const PMTU: &str = env!("CARGO_BIN_EXE_pmtu");
+
+/// A name no other test, test binary or concurrent run uses: `<prefix><pid>-<n>`, short enough
+/// for a lab name (namespaces get `-local` / `-remote`).
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{}-{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A lab name owned by one test; the lab, if any, is removed when the guard is dropped,
+/// whether the test passed or panicked.
+pub struct LabGuard(pub String);
+
+impl LabGuard {
+    /// A fresh name; nothing is made yet (a `pmtu run` on it makes a temporary lab).
+    pub fn new(prefix: &str) -> Self {
+        Self(unique_name(prefix))
+    }
+
+    /// A lab brought up with `pmtu lab up`.
+    pub fn up(prefix: &str) -> Self {
+        let lab = Self::new(prefix);
+        let out = lab.pmtu(&["lab", "up"]);
+        assert!(out.status.success(), "lab up: {}", text(&out));
+        lab
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// `pmtu --lab NAME ARGS`.
+    pub fn pmtu(&self, args: &[&str]) -> Output {
+        Command::new(PMTU)
+            .args(["--lab", &self.0])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn remote_ns(&self) -> String {
+        plan::remote_ns(&self.0)
+    }
+
+    pub fn local_ns(&self) -> String {
+        plan::local_ns(&self.0)
+    }
+
+    /// A command inside REMOTE's namespace, split at spaces.
+    pub fn remote(&self, cmd: &str) -> Output {
+        in_netns(&self.remote_ns(), cmd)
+    }
+
+    /// Nothing of the lab is left: namespaces, state directory.
+    pub fn is_gone(&self) -> bool {
+        !Path::new("/run/netns").join(self.local_ns()).exists()
+            && !Path::new("/run/netns").join(self.remote_ns()).exists()
+            && !plan::state_dir(&self.0).exists()
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        if let Err(e) = lab::down(&self.0) {
+            eprintln!("removing lab {}: {e:#}", self.0);
+        }
+    }
+}
+
+/// A network namespace made by a test, deleted on drop.
+pub struct NetnsGuard(pub String);
+
+impl NetnsGuard {
+    pub fn new(prefix: &str) -> Self {
+        let name = unique_name(prefix);
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip netns add {name}: {}", text(&out));
+        Self(name)
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .output();
+    }
+}
+
+/// `ip netns exec NS` + a command split at spaces.
+pub fn in_netns(ns: &str, cmd: &str) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd.split(' '))
+        .output()
+        .unwrap()
+}
+
+/// The binary with ARGS, ready to run.
+pub fn pmtu_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(PMTU);
+    cmd.args(args);
+    cmd
+}
+
+/// Everything a failed assertion needs to show about a run.
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The JSON lines of `pmtu run --format json`: (scenario objects, summary). Panics on a line
+/// that is not JSON, an unknown object type, or a missing summary.
+pub fn json_run(out: &Output) -> (Vec<Value>, Value) {
+    let mut scenarios = Vec::new();
+    let mut summary = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n{}", text(out)));
+        match v["type"].as_str() {
+            Some("scenario") => scenarios.push(v),
+            Some("summary") => summary = Some(v),
+            other => panic!("unknown object type {other:?}: {line}"),
+        }
+    }
+    let summary = summary.unwrap_or_else(|| panic!("no summary line\n{}", text(out)));
+    (scenarios, summary)
+}
+
+/// Scenario `name`'s object in a JSON run.
+pub fn scenario<'a>(scenarios: &'a [Value], name: &str) -> &'a Value {
+    scenarios
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no scenario {name} in {scenarios:?}"))
+}
+
+/// Polls `cond` until it holds; panics with `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
