@@ -566,5 +566,4 @@ mod tests {
         t.remote_ssh = None;
         assert!(!t.to_env_lines().iter().any(|l| l.starts_with("REMOTE_SSH")));
     }
-
 }

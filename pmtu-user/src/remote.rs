@@ -86,7 +86,12 @@ mod tests {
             ssh_words("root@host -o 'ProxyJump a b'").unwrap(),
             ["root@host", "-o", "ProxyJump a b"]
         );
-        for bad in ["-oProxyCommand=touch /tmp/x", " -p 22 host", "", "root@host 'unclosed"] {
+        for bad in [
+            "-oProxyCommand=touch /tmp/x",
+            " -p 22 host",
+            "",
+            "root@host 'unclosed",
+        ] {
             assert!(ssh_words(bad).is_err(), "{bad}");
         }
     }

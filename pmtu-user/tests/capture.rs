@@ -13,7 +13,6 @@ use pmtu::{
 };
 use pmtu_common::{Event, EventAction};
 
-
 fn event_for(frame: &[u8], ip_len: u16, family: u8, src: [u8; 16]) -> Event {
     let mut head = [0u8; pmtu_common::EVENT_HEAD_BYTES];
     let n = frame.len().min(head.len());
@@ -80,11 +79,7 @@ fn writes_a_readable_pcap_with_the_answers() {
         "IPv4 ICMP type 3 code 4"
     );
     assert_eq!(u16::from_be_bytes([a4[40], a4[41]]), 1300);
-    assert_eq!(
-        a4[0..6],
-        plan::REMOTE_MAC,
-        "sent back to REMOTE's MAC"
-    );
+    assert_eq!(a4[0..6], plan::REMOTE_MAC, "sent back to REMOTE's MAC");
     assert_eq!(a4[30..34], REMOTE4.octets());
     let ip_ok = {
         let s: u32 = a4[14..34]

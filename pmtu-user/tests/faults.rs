@@ -102,12 +102,12 @@ fn check(fault: &Fault) {
                 "{name} should fail (`{says}`) but was {}",
                 s["verdict"]
             )),
-            Some((_, says)) if !reason.contains(says) => {
-                problems.push(format!("{name} failed for another reason: {reason} (expected `{says}`)"))
-            }
-            None if s["verdict"] == "fail" => {
-                problems.push(format!("{name} failed though the fault does not touch it: {reason}"))
-            }
+            Some((_, says)) if !reason.contains(says) => problems.push(format!(
+                "{name} failed for another reason: {reason} (expected `{says}`)"
+            )),
+            None if s["verdict"] == "fail" => problems.push(format!(
+                "{name} failed though the fault does not touch it: {reason}"
+            )),
             _ => {}
         }
     }
@@ -117,7 +117,11 @@ fn check(fault: &Fault) {
     assert!(problems.is_empty(), "fault {}: {problems:#?}", fault.name);
     let healthy = suite(&lab);
     let failed: Vec<_> = healthy.iter().filter(|s| s["verdict"] == "fail").collect();
-    assert!(failed.is_empty(), "fault {}: not reverted: {failed:#?}", fault.name);
+    assert!(
+        failed.is_empty(),
+        "fault {}: not reverted: {failed:#?}",
+        fault.name
+    );
 }
 
 fn fault(name: &str) -> &'static Fault {

@@ -461,9 +461,11 @@ fn a_service_that_does_not_come_up_is_named_and_nothing_is_left() {
             .filter(|c| c.contains(&dir.display().to_string()) || c.starts_with("sleep 37"))
             .collect()
     };
-    wait_until(Duration::from_secs(5), "the failed service's processes gone", || {
-        left_running().is_empty()
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "the failed service's processes gone",
+        || left_running().is_empty(),
+    );
     fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -134,10 +134,14 @@ fn interrupt_with(signal: nix::sys::signal::Signal) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, signal).unwrap();
     let mut status = None;
-    wait_until(Duration::from_secs(10), "pmtu stopping after the signal", || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "pmtu stopping after the signal",
+        || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
     let status = status.unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(
@@ -248,9 +252,11 @@ fn a_stale_lab_from_a_killed_run_is_replaced() {
         .spawn()
         .unwrap();
     let marker = format!("/run/pmtu/{}/temporary-for-pid", lab.0);
-    wait_until(Duration::from_secs(5), "the temporary lab coming up", || {
-        Path::new(&marker).exists()
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "the temporary lab coming up",
+        || Path::new(&marker).exists(),
+    );
     // No chance to clean up.
     child.kill().unwrap();
     child.wait().unwrap();

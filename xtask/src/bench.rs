@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 
 use crate::{
     exec,
-    lab::{Lab, SuiteRun},
+    suite_run::{Lab, SuiteRun},
 };
 
 /// `pmtu bench xdp ARGS`, its output passed through; its exit status is ours.

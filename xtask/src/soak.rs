@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use crate::{
     bench::{median, secs},
     exec::{self, Interrupted},
-    lab::Lab,
+    suite_run::Lab,
 };
 
 const LAB: &str = "pmtu-soak";

@@ -152,6 +152,8 @@ mod tests {
             .try_get_matches_from(["pmtu", "run", "ping", "pmtu"])
             .unwrap();
         let (_, r) = from_matches(&m).unwrap();
-        assert!(matches!(r, Request::Verb(Verb::Run { ref names, .. }) if names == &["ping", "pmtu"]));
+        assert!(
+            matches!(r, Request::Verb(Verb::Run { ref names, .. }) if names == &["ping", "pmtu"])
+        );
     }
 }

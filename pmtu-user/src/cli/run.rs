@@ -182,8 +182,7 @@ pub async fn cli(
         profile: Profile::get(args.profile),
     };
 
-    let (outcomes, interrupted) =
-        run::run_all(&ctx, &selected, args.format, signals::stop()).await;
+    let (outcomes, interrupted) = run::run_all(&ctx, &selected, args.format, signals::stop()).await;
     print_summary(args.format, &outcomes, started.elapsed().as_millis() as u64);
     if let (Some(path), Some(c)) = (&args.pcap, &capture) {
         let n = c.write(path)?;
@@ -202,4 +201,3 @@ pub async fn cli(
         ExitCode::SUCCESS
     })
 }
-

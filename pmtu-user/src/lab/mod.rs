@@ -32,12 +32,12 @@ use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use crate::{
     config::Topology,
-    remote::Remote,
     net::{
         netns,
         rtnl::{add_address, add_route, link_index, netlink_in, set_up},
         sysctl::write_sysctls,
     },
+    remote::Remote,
     xdp::responder::{AttachMode, Responder, RuleSpec},
 };
 use bpffs::{mount_bpffs, unmount_bpffs};

@@ -35,11 +35,11 @@ pub const FAKE_NET: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(198, 51, 100, 0),
     Err(_) => panic!("FAKE_NET"),
 };
 pub const FAKE_NET_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 22);
-pub const FAKE_NET6: Ipv6Net = match Ipv6Net::new(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0), 64)
-{
-    Ok(n) => n,
-    Err(_) => panic!("FAKE_NET6"),
-};
+pub const FAKE_NET6: Ipv6Net =
+    match Ipv6Net::new(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0), 64) {
+        Ok(n) => n,
+        Err(_) => panic!("FAKE_NET6"),
+    };
 pub const FAKE_NET_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x22);
 /// Prefix lengths of the link between LOCAL and REMOTE.
 pub const LINK_PREFIX_V4: u8 = 24;

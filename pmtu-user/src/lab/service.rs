@@ -141,7 +141,11 @@ pub fn read_record(state: &Path) -> Result<Option<ServiceRecord>> {
 
 /// Starts the services inside REMOTE's namespace, in a session of their own (so a Ctrl-C on a
 /// later `pmtu run` does not reach them), and records the process.
-pub fn start_service(lab: &Lab, kind: ServiceKind, serve_exe: &Path) -> Result<(ServiceRecord, Child)> {
+pub fn start_service(
+    lab: &Lab,
+    kind: ServiceKind,
+    serve_exe: &Path,
+) -> Result<(ServiceRecord, Child)> {
     let state = &lab.state_dir;
     let log = fs::File::create(log_path(state))
         .with_context(|| format!("creating {}", log_path(state).display()))?;

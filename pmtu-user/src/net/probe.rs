@@ -31,4 +31,3 @@ pub fn probe_echo(addr: SocketAddr) -> io::Result<()> {
     }
     Ok(())
 }
-

@@ -22,7 +22,6 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     })
 }
 
-
 /// A process's command line, split at NULs; `None` when it is gone.
 pub fn cmdline(pid: i32) -> Option<Vec<String>> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;

@@ -7,10 +7,7 @@ use std::{
 use anyhow::{anyhow, Context as _, Result};
 use futures::TryStreamExt as _;
 use ipnet::IpNet;
-use netlink_packet_route::{
-    address::AddressHeaderFlags,
-    route::RouteType,
-};
+use netlink_packet_route::{address::AddressHeaderFlags, route::RouteType};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use super::netns;
@@ -70,7 +67,12 @@ pub async fn add_address(h: &Handle, index: u32, addr: IpAddr, prefix: u8) -> Re
         .with_context(|| format!("adding address {addr}/{prefix}"))
 }
 
-pub async fn add_route(h: &Handle, dest: IpNet, via: Option<IpAddr>, blackhole: bool) -> Result<()> {
+pub async fn add_route(
+    h: &Handle,
+    dest: IpNet,
+    via: Option<IpAddr>,
+    blackhole: bool,
+) -> Result<()> {
     let message = match (dest, via) {
         (IpNet::V4(net), via) => {
             let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
@@ -106,4 +108,3 @@ pub async fn add_route(h: &Handle, dest: IpNet, via: Option<IpAddr>, blackhole: 
         .await
         .with_context(|| format!("adding route {what}"))
 }
-

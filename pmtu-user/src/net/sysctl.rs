@@ -32,4 +32,3 @@ pub fn read_sysctl(ns: &str, key: &str) -> Result<String> {
             .to_string())
     })
 }
-

@@ -10,8 +10,8 @@ use futures::FutureExt as _;
 
 use super::udp6::{fragmented_after_ptb, unfragmented_then_ptb, MTU};
 use crate::{
-    xdp::responder::RuleSpec,
     suite::{Ctx, Gateway6Reset, Record, Scenario},
+    xdp::responder::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

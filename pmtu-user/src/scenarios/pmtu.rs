@@ -11,8 +11,8 @@ use futures::FutureExt as _;
 use pmtu_common::EventAction;
 
 use crate::{
-    xdp::responder::RuleSpec,
     suite::{tcp::FakeTcp, Ctx, Record, Scenario, REPLY_TIMEOUT},
+    xdp::responder::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

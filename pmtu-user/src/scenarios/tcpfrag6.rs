@@ -9,8 +9,8 @@ use futures::FutureExt as _;
 
 use super::pmtu::CHARGEN_PORT;
 use crate::{
-    xdp::responder::RuleSpec,
     suite::{tcp::FakeTcp, Ctx, Record, Scenario},
+    xdp::responder::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

@@ -7,12 +7,12 @@ use anyhow::{bail, Result};
 use futures::FutureExt as _;
 
 use crate::{
-    xdp::responder::RuleSpec,
     suite::{
         hub::Flow,
         udp::{echo_from_fake, echo_from_local, Reply},
         Ctx, Record, Scenario,
     },
+    xdp::responder::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

@@ -7,11 +7,11 @@ use anyhow::{bail, Result};
 use futures::FutureExt as _;
 
 use crate::{
-    xdp::responder::RuleSpec,
     suite::{
         udp::{echo_from_fake, echo_from_local},
         Ctx, Record, Scenario,
     },
+    xdp::responder::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

@@ -15,6 +15,10 @@ use std::{
 
 use crate::wire::{internet_checksum, sum16};
 use anyhow::{Context as _, Result};
+use nix::{
+    sys::time::TimeSpec,
+    time::{clock_gettime, ClockId},
+};
 use pcap_file::{
     pcap::{PcapHeader, PcapPacket, PcapWriter},
     DataLink,
@@ -30,17 +34,16 @@ pub struct MonoClock {
     offset_ns: i128,
 }
 
-fn clock_ns(id: libc::clockid_t) -> i128 {
-    // SAFETY: clock_gettime fills the timespec.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(id, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+fn clock_ns(id: ClockId) -> i128 {
+    // Both clocks always exist on Linux; a zero offset would only shift pcap timestamps.
+    let ts = clock_gettime(id).unwrap_or(TimeSpec::new(0, 0));
+    ts.tv_sec() as i128 * 1_000_000_000 + ts.tv_nsec() as i128
 }
 
 impl MonoClock {
     pub fn now() -> Self {
         MonoClock {
-            offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+            offset_ns: clock_ns(ClockId::CLOCK_REALTIME) - clock_ns(ClockId::CLOCK_MONOTONIC),
         }
     }
 

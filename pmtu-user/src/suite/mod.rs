@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use crate::{
     config::Topology,
-    remote::Remote,
     net::{netns, rawsock::RawSocket},
+    remote::Remote,
     wire::L2,
     xdp::responder::{Responder, RuleSpec},
 };

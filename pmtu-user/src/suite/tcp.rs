@@ -5,8 +5,8 @@ use anyhow::{bail, Context as _, Result};
 
 use super::{hub::Flow, random_u32, Ctx, REPLY_TIMEOUT};
 use crate::{
-    xdp::events::{tcp_flags, PacketEvent},
     wire::{tcp_frame, TcpFlags, TcpSegment},
+    xdp::events::{tcp_flags, PacketEvent},
 };
 
 /// Our receive window: large enough that REMOTE fills its congestion window with full-size

@@ -138,7 +138,13 @@ pub struct Responder {
 /// aya-log's logger must stay alive (its map fd) and be polled to print.
 enum Logger {
     None,
-    Idle(#[allow(dead_code)] Box<aya_log::EbpfLogger<&'static dyn log::Log>>),
+    Idle(
+        #[allow(
+            dead_code,
+            reason = "kept alive, never read: dropping it closes the log map"
+        )]
+        Box<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    ),
     Polled(tokio::task::JoinHandle<()>),
 }
 

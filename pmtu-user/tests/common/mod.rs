@@ -3,7 +3,10 @@
 //! with a deadline (never a sleep as synchronisation).
 //!
 //! Each test binary includes this with `mod common;` and uses what it needs.
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 use std::{
     path::Path,

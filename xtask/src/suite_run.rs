@@ -6,7 +6,6 @@
 //! "expected":{..},"reason":"..","duration_ms":123}` and a last line
 //! `{"type":"summary","passed":N,"failed":N,"skipped":N,"duration_ms":N}`.
 use std::{
-    collections::BTreeMap,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, ExitStatus},
@@ -37,15 +36,6 @@ impl Lab {
         exec::check_interrupted()?;
         println!("lab {name}: up");
         Ok(lab)
-    }
-
-    /// The lab's variables from `pmtu lab status --env` (`LOCAL_IF=...` lines).
-    pub fn env(&self) -> Result<BTreeMap<String, String>> {
-        let text = exec::output(
-            Command::new(&self.pmtu).args(["lab", "status", "--lab", &self.name, "--env"]),
-        )
-        .with_context(|| format!("reading the variables of lab {}", self.name))?;
-        Ok(parse_env(&text))
     }
 
     /// One `pmtu run --lab NAME --format json`.
@@ -86,32 +76,6 @@ impl Drop for Lab {
             ),
         }
     }
-}
-
-/// `KEY=VALUE` lines (optionally `export KEY=...`, optionally quoted) into a map.
-pub fn parse_env(text: &str) -> BTreeMap<String, String> {
-    let mut vars = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let key = key.trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            continue;
-        }
-        let value = value.trim();
-        let unquoted = [('\'', '\''), ('"', '"')]
-            .iter()
-            .find_map(|&(open, close)| value.strip_prefix(open).and_then(|v| v.strip_suffix(close)))
-            .unwrap_or(value);
-        vars.insert(key.to_owned(), unquoted.to_owned());
-    }
-    vars
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,10 +172,6 @@ impl SuiteRun {
         self.scenarios.iter().filter(|s| s.failed())
     }
 
-    pub fn scenario(&self, name: &str) -> Option<&Scenario> {
-        self.scenarios.iter().find(|s| s.name == name)
-    }
-
     /// `9 passed, 0 failed` (`, 1 skipped` when any).
     pub fn counts(&self) -> String {
         let s = &self.summary;
@@ -251,8 +211,8 @@ mod tests {
         let failed: Vec<_> = run.failures().map(|s| s.name.as_str()).collect();
         assert_eq!(failed, ["pmtu"]);
         assert_eq!(
-            run.scenario("pmtu").map(Scenario::reason),
-            Some("retransmit was 1500, expected 1300")
+            run.failures().map(Scenario::reason).collect::<Vec<_>>(),
+            ["retransmit was 1500, expected 1300"]
         );
         assert_eq!(run.counts(), "1 passed, 1 failed");
     }
@@ -268,17 +228,5 @@ mod tests {
         )
         .expect_err("no summary");
         assert!(err.to_string().contains("without a summary line"), "{err}");
-    }
-
-    #[test]
-    fn reads_lab_variables() {
-        let vars = parse_env(
-            "LOCAL_IF=pmtu-faults-l\nexport FAKE_NET='198.51.100.0/24'\n# comment\n\
-             REMOTE_NETNS=\"pmtu-faults-remote\"\nnot a variable\n",
-        );
-        assert_eq!(vars["LOCAL_IF"], "pmtu-faults-l");
-        assert_eq!(vars["FAKE_NET"], "198.51.100.0/24");
-        assert_eq!(vars["REMOTE_NETNS"], "pmtu-faults-remote");
-        assert_eq!(vars.len(), 3);
     }
 }
