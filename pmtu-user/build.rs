@@ -1,5 +1,5 @@
 //! Builds the XDP program (pmtu-ebpf) for the BPF target and leaves the object in OUT_DIR,
-//! where `src/responder.rs` embeds it.
+//! where `src/xdp/responder.rs` embeds it.
 //!
 //! This is what aya-build does, without its dependency tree, plus a fallback to stable with
 //! RUSTC_BOOTSTRAP when there is no nightly. Needs rust-src and bpf-linker: `cargo xtask setup`
@@ -48,13 +48,19 @@ fn build() -> Result<(), String> {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     println!("cargo:rerun-if-env-changed=PMTU_EBPF_TOOLCHAIN");
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
     let arch = env::var("CARGO_CFG_TARGET_ARCH").map_err(|e| e.to_string())?;
     let target = match env::var("CARGO_CFG_TARGET_ENDIAN").as_deref() {
         Ok("big") => "bpfeb-unknown-none",
         _ => "bpfel-unknown-none",
     };
     let (toolchain, bootstrap) = toolchain();
-    let target_dir = out_dir.join("ebpf-target");
+    // One target dir for every profile and for clippy: the object is built once, and later
+    // builds find it up to date (each build script run gets an OUT_DIR of its own).
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("../target"))
+        .join("ebpf");
     let mut cmd = Command::new("rustup");
     cmd.args([
         "run",

@@ -17,6 +17,7 @@ use aya::{
     Ebpf,
 };
 use ipnet::IpNet;
+use nix::errno::Errno;
 use pmtu_common::{
     Config, Counter, Event, Rule, RuleAction, COUNTER_COUNT, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS,
     MAP_RULES_V4, MAP_RULES_V6, PROG_FLOOR, PROG_PASS, PROG_RESPONDER, RULE_F_PASS,
@@ -156,15 +157,30 @@ impl Drop for Responder {
     }
 }
 
-/// Explains the usual reasons a BPF operation fails.
-fn bpf_hint(e: &ProgramError) -> &'static str {
-    let text = format!("{e:?}");
-    if text.contains("EPERM") || text.contains("Operation not permitted") {
-        "loading XDP programs needs root (CAP_BPF and CAP_NET_ADMIN): run as root or through `cargo xtask run`"
-    } else if text.contains("ENOSYS") || text.contains("not implemented") {
-        "this kernel has no BPF support (CONFIG_BPF_SYSCALL)"
-    } else {
-        "see the verifier log above"
+/// The errno behind an error, found by walking its sources down to the `io::Error` the
+/// syscall returned (aya wraps them: `ProgramError::SyscallError`, `MapError`, ...).
+fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<Errno> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(code) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return Some(Errno::from_raw(code));
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Explains the usual reasons a BPF operation fails, from its errno.
+fn bpf_hint(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    match errno_of(e) {
+        Some(Errno::EPERM) | Some(Errno::EACCES) => {
+            "loading XDP programs needs root (CAP_BPF and CAP_NET_ADMIN): run as root or through `cargo xtask run`"
+        }
+        Some(Errno::ENOSYS) => "this kernel has no BPF support (CONFIG_BPF_SYSCALL)",
+        _ => "see the verifier log above",
     }
 }
 
@@ -176,15 +192,8 @@ impl Responder {
     /// Loads the object and its three programs into the kernel. With `pin_dir` (a directory on a
     /// bpffs), the maps are pinned there so that other processes can open them.
     pub fn load(pin_dir: Option<&Path>) -> Result<Self> {
-        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| {
-            let text = e.to_string();
-            let hint = if text.contains("Operation not permitted") || text.contains("EPERM") {
-                ": loading XDP programs needs root (CAP_BPF and CAP_NET_ADMIN); run as root or through `cargo xtask run`"
-            } else {
-                ""
-            };
-            anyhow!("loading the XDP object failed: {text}{hint}")
-        })?;
+        let mut ebpf = Ebpf::load(OBJECT)
+            .map_err(|e| anyhow!("loading the XDP object failed: {e} ({})", bpf_hint(&e)))?;
         for name in [PROG_RESPONDER, PROG_PASS, PROG_FLOOR] {
             let prog = xdp_mut(&mut ebpf, name)?;
             prog.load().map_err(|e| {
@@ -284,17 +293,17 @@ impl Responder {
                 ProgramError::UnknownInterface { .. } => {
                     anyhow!("no interface `{iface}`{where_}: check the name with `ip link`")
                 }
-                _ => {
-                    let text = format!("{e:?}");
-                    if text.contains("EBUSY") || text.contains("EEXIST") || text.contains("busy") {
-                        anyhow!(
-                            "another XDP program is already attached to `{iface}`{where_}; \
-                             detach it (`ip link set dev {iface} xdp off`) or pick another interface"
-                        )
-                    } else {
-                        anyhow!("attaching XDP program `{name}` to `{iface}`{where_} ({mode:?} mode) failed: {e}: {text}")
-                    }
-                }
+                _ => match errno_of(&e) {
+                    Some(Errno::EBUSY) | Some(Errno::EEXIST) => anyhow!(
+                        "another XDP program is already attached to `{iface}`{where_}; \
+                         detach it (`ip link set dev {iface} xdp off`) or pick another interface"
+                    ),
+                    _ => anyhow!(
+                        "attaching XDP program `{name}` to `{iface}`{where_} ({mode:?} mode) \
+                         failed: {e:?} ({})",
+                        bpf_hint(&e)
+                    ),
+                },
             })?;
             if let Some(pin) = &pin {
                 let link = prog.take_link(id)?;
