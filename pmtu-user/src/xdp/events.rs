@@ -252,3 +252,247 @@ impl fmt::Display for PacketEvent {
         )
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use pmtu_common::EVENT_HEAD_BYTES;
+
+    /// A record as the XDP program writes it: nothing parsed yet, only the addresses.
+    pub(crate) fn raw(src: &str, dst: &str) -> Event {
+        let bytes = |a: &str| match a.parse::<IpAddr>().unwrap() {
+            // The bytes after an IPv4 address are not the program's to fill; make them noise.
+            IpAddr::V4(a) => {
+                let mut b = [0xee; 16];
+                b[..4].copy_from_slice(&a.octets());
+                b
+            }
+            IpAddr::V6(a) => a.octets(),
+        };
+        Event {
+            ts_ns: 7,
+            src: bytes(src),
+            dst: bytes(dst),
+            seq: 0,
+            ack: 0,
+            frag_id: 0,
+            rule_mtu: 1300,
+            ifindex: 3,
+            ip_len: 0,
+            sport: 0,
+            dport: 0,
+            l4_len: 0,
+            frag_off: 0,
+            head_len: 0,
+            family: if src.contains(':') { 6 } else { 4 },
+            proto: 0,
+            tcp_flags: 0,
+            action: EventAction::Observed as u8,
+            frag: 0,
+            has_l4: 0,
+            _pad: [0; 2],
+            head: [0; EVENT_HEAD_BYTES],
+        }
+    }
+
+    /// The first bytes of an ICMP error frame: Ethernet with `tags` (VLAN TPIDs), an IP header,
+    /// 8 bytes of ICMP, the quoted IP header with `quoted_options` bytes of IPv4 options, and the
+    /// quoted packet's source port.
+    pub(crate) fn icmp_error_head(
+        v6: bool,
+        tags: &[u16],
+        quoted_options: u8,
+        port: u16,
+    ) -> Vec<u8> {
+        let mut h = vec![0u8; 12];
+        for tpid in tags {
+            h.extend(tpid.to_be_bytes());
+            h.extend([0, 1]);
+        }
+        h.extend(if v6 { [0x86, 0xdd] } else { [0x08, 0x00] });
+        let ip = |h: &mut Vec<u8>, options: u8| {
+            let len = if v6 { 40 } else { 20 + options as usize };
+            h.push(if v6 { 0x60 } else { 0x45 + options / 4 });
+            h.resize(h.len() + len - 1, 0);
+        };
+        ip(&mut h, 0);
+        h.extend([0u8; 8]);
+        ip(&mut h, quoted_options);
+        h.extend(port.to_be_bytes());
+        h.extend(7u16.to_be_bytes());
+        h
+    }
+
+    /// `raw` with `head` as the frame's first bytes.
+    pub(crate) fn with_head(mut e: Event, head: &[u8]) -> Event {
+        e.head[..head.len()].copy_from_slice(head);
+        e.head_len = head.len() as u16;
+        e
+    }
+
+    #[test]
+    fn ipv4_tcp_decodes_and_prints_like_tcpdump() {
+        let mut e = raw("192.0.2.2", "198.51.100.22");
+        e.proto = IPPROTO_TCP;
+        e.has_l4 = 1;
+        (e.sport, e.dport) = (19, 40000);
+        (e.seq, e.ack, e.l4_len, e.ip_len) = (1, 1, 1448, 1500);
+        e.tcp_flags = tcp_flags::ACK;
+        e.frag = FRAG_DF;
+        e.action = EventAction::Answered as u8;
+        let p = PacketEvent::from(&e);
+        assert_eq!(p.src, "192.0.2.2".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "198.51.100.22".parse::<IpAddr>().unwrap());
+        assert!(p.is_tcp() && !p.is_udp() && p.df && p.answered());
+        assert!(p.has_flag(tcp_flags::ACK) && !p.has_flag(tcp_flags::SYN));
+        assert_eq!((p.ts_ns, p.ifindex, p.rule_mtu), (7, 3, 1300));
+        assert_eq!((p.payload_len(), p.seq_end()), (1448, 1449));
+        assert_eq!(p.fragment, None);
+        assert_eq!(
+            p.to_string(),
+            "tcp 192.0.2.2.19 > 198.51.100.22.40000: [.] seq 1 ack 1 len 1448, \
+             ip 1500 DF -> ANSWERED (mtu 1300)"
+        );
+    }
+
+    #[test]
+    fn ipv6_udp_decodes_all_sixteen_address_bytes() {
+        let mut e = raw("2001:db8::2", "2001:db8:1::22");
+        e.proto = IPPROTO_UDP;
+        e.has_l4 = 1;
+        (e.sport, e.dport, e.l4_len, e.ip_len) = (7, 40000, 1408, 1448);
+        let p = PacketEvent::from(&e);
+        assert_eq!(p.src, "2001:db8::2".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "2001:db8:1::22".parse::<IpAddr>().unwrap());
+        assert!(p.is_udp() && !p.is_tcp() && !p.df && !p.answered());
+        assert_eq!(
+            p.to_string(),
+            "udp 2001:db8::2.7 > 2001:db8:1::22.40000: len 1408, ip 1448 -> fits (mtu 1300)"
+        );
+    }
+
+    #[test]
+    fn tcp_flags_read_in_tcpdump_order() {
+        use tcp_flags::*;
+        for (bits, text) in [
+            (0, ""),
+            (SYN, "S"),
+            (SYN | ACK, "S."),
+            (FIN | PSH | ACK, "FP."),
+            (RST, "R"),
+            (RST | ACK, "R."),
+            (FIN | SYN | RST | PSH | ACK, "SFRP."),
+        ] {
+            assert_eq!(flags_text(bits), text, "flags {bits:#04x}");
+        }
+        let mut e = raw("192.0.2.2", "198.51.100.22");
+        (e.proto, e.has_l4, e.tcp_flags) = (IPPROTO_TCP, 1, SYN | ACK);
+        assert!(PacketEvent::from(&e).to_string().contains(": [S.] seq 0"));
+    }
+
+    #[test]
+    fn fragments_of_both_families() {
+        // IPv6: the first fragment has the UDP header, the last one only the fragment id.
+        let mut first = raw("2001:db8::2", "2001:db8:1::22");
+        (first.proto, first.has_l4, first.ip_len) = (IPPROTO_UDP, 1, 1296);
+        (first.frag, first.frag_off, first.frag_id) = (FRAG_IS_FRAGMENT | FRAG_MORE, 0, 0x1234);
+        let p = PacketEvent::from(&first);
+        let fr = p.fragment.expect("a fragment");
+        assert_eq!((fr.offset, fr.more, fr.id), (0, true, 0x1234));
+        assert!(!fr.is_atomic() && p.is_udp());
+        assert!(p
+            .to_string()
+            .contains(", ip 1296 frag(off 0 M id 0x1234) -> fits"));
+
+        let mut last = first;
+        (last.has_l4, last.frag, last.frag_off, last.ip_len) = (0, FRAG_IS_FRAGMENT, 1248, 200);
+        let p = PacketEvent::from(&last);
+        assert!(!p.is_udp() && !p.fragment.unwrap().is_atomic());
+        assert_eq!(
+            p.to_string(),
+            "proto 17 2001:db8::2 > 2001:db8:1::22, ip 200 frag(off 1248 last id 0x1234) \
+             -> fits (mtu 1300)"
+        );
+
+        // RFC 8021: offset 0 and no more fragments is an atomic fragment.
+        let mut atomic = first;
+        atomic.frag = FRAG_IS_FRAGMENT;
+        let p = PacketEvent::from(&atomic);
+        assert!(p.fragment.unwrap().is_atomic());
+        assert!(p.to_string().contains("frag(off 0 last id 0x1234, ATOMIC)"));
+
+        // IPv4: MF makes a fragment; DF alone does not.
+        let mut v4 = raw("192.0.2.2", "198.51.100.22");
+        (v4.proto, v4.has_l4, v4.frag_id) = (IPPROTO_UDP, 1, 0x55);
+        v4.frag = FRAG_IS_FRAGMENT | FRAG_MORE;
+        let p = PacketEvent::from(&v4);
+        assert_eq!(
+            p.fragment,
+            Some(Fragment {
+                offset: 0,
+                more: true,
+                id: 0x55
+            })
+        );
+        assert!(!p.df);
+        v4.frag = FRAG_DF;
+        let p = PacketEvent::from(&v4);
+        assert!(p.fragment.is_none() && p.df);
+        assert!(p.to_string().contains(", ip 0 DF -> fits"));
+    }
+
+    #[test]
+    fn head_is_cut_to_its_length_and_unknown_actions_show() {
+        let mut e = with_head(raw("192.0.2.2", "198.51.100.22"), &[1, 2, 3]);
+        e.head[3] = 4;
+        assert_eq!(PacketEvent::from(&e).head, [1, 2, 3]);
+        e.head_len = 1000;
+        assert_eq!(PacketEvent::from(&e).head.len(), EVENT_HEAD_BYTES);
+
+        e.action = 200;
+        let p = PacketEvent::from(&e);
+        assert_eq!(p.action, None);
+        assert_eq!(
+            p.to_string(),
+            "proto 0 192.0.2.2 > 198.51.100.22, ip 0 -> ? (mtu 1300)"
+        );
+    }
+
+    #[test]
+    fn icmp_errors_give_the_quoted_source_port() {
+        let error = |v6: bool, tags: &[u16], options: u8| {
+            let (src, dst, proto, kind) = if v6 {
+                ("2001:db8::2", "2001:db8:1::22", IPPROTO_ICMPV6, (1, 4))
+            } else {
+                ("192.0.2.2", "198.51.100.22", IPPROTO_ICMP, (3, 3))
+            };
+            let mut e = with_head(raw(src, dst), &icmp_error_head(v6, tags, options, 40000));
+            (e.proto, e.has_l4, e.sport, e.dport) = (proto, 1, kind.0, kind.1);
+            PacketEvent::from(&e)
+        };
+        for v6 in [false, true] {
+            for tags in [&[][..], &[0x8100], &[0x88a8, 0x8100]] {
+                let p = error(v6, tags, 0);
+                assert!(p.is_port_unreachable(), "{p}");
+                assert_eq!(p.quoted_source_port(), Some(40000), "v6 {v6} tags {tags:?}");
+            }
+        }
+        // The quoted IPv4 header's length comes from its IHL.
+        assert_eq!(error(false, &[], 8).quoted_source_port(), Some(40000));
+
+        // Not an error: an echo reply (ICMP 0, ICMPv6 129); no L4 header; a head cut short.
+        let mut p = error(false, &[], 0);
+        p.sport = 0;
+        assert_eq!(p.quoted_source_port(), None);
+        let mut p = error(true, &[], 0);
+        p.sport = 129;
+        assert_eq!(p.quoted_source_port(), None);
+        assert!(!p.is_port_unreachable());
+        let mut p = error(true, &[], 0);
+        p.has_l4 = false;
+        assert_eq!(p.quoted_source_port(), None);
+        let mut p = error(true, &[0x8100], 0);
+        p.head.truncate(p.head.len() - 3);
+        assert_eq!(p.quoted_source_port(), None);
+    }
+}
