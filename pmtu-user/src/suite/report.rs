@@ -1,5 +1,8 @@
 //! Verdict output: one line per scenario for people, or one JSON object per line.
-use std::{collections::BTreeMap, io::Write as _};
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -44,13 +47,13 @@ fn details(measured: &BTreeMap<String, Value>, expected: &BTreeMap<String, Value
         .join(" ")
 }
 
-pub fn print_outcome(format: Format, o: &Outcome) {
-    let mut out = std::io::stdout().lock();
+/// One outcome: a line for people (and a `why:` line for a failure), or a JSON object.
+pub fn write_outcome(out: &mut impl Write, format: Format, o: &Outcome) -> io::Result<()> {
     match format {
         Format::Json => {
             let line =
                 serde_json::to_string(o).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-            let _ = writeln!(out, "{line}");
+            writeln!(out, "{line}")
         }
         Format::Human => {
             let verdict = match o.verdict {
@@ -72,13 +75,18 @@ pub fn print_outcome(format: Format, o: &Outcome) {
                 });
                 line.push_str(reason);
             }
-            let _ = writeln!(out, "{line}");
+            writeln!(out, "{line}")
         }
     }
-    let _ = out.flush();
 }
 
-pub fn print_summary(format: Format, outcomes: &[Outcome], duration_ms: u64) {
+/// `N passed, N failed[, N skipped]`, or the same counts as a JSON object.
+pub fn write_summary(
+    out: &mut impl Write,
+    format: Format,
+    outcomes: &[Outcome],
+    duration_ms: u64,
+) -> io::Result<()> {
     let count = |v: Verdict| outcomes.iter().filter(|o| o.verdict == v).count();
     let summary = Summary {
         kind: "summary",
@@ -88,19 +96,156 @@ pub fn print_summary(format: Format, outcomes: &[Outcome], duration_ms: u64) {
         duration_ms,
     };
     match format {
-        Format::Json => say(&serde_json::to_string(&summary).unwrap_or_default()),
+        Format::Json => writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&summary).unwrap_or_default()
+        ),
         Format::Human => {
             let mut line = format!("{} passed, {} failed", summary.passed, summary.failed);
             if summary.skipped > 0 {
                 line.push_str(&format!(", {} skipped", summary.skipped));
             }
-            say(&line);
+            writeln!(out, "{line}")
         }
     }
 }
 
-/// One line on stdout; a closed pipe (`pmtu run | head`) is not worth a panic that would skip
-/// the clean-up.
-fn say(line: &str) {
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
+/// Prints one outcome on stdout; a closed pipe (`pmtu run | head`) is not worth a panic that
+/// would skip the clean-up.
+pub fn print_outcome(format: Format, o: &Outcome) {
+    let mut out = io::stdout().lock();
+    let _ = write_outcome(&mut out, format, o).and_then(|()| out.flush());
+}
+
+/// Prints the summary line on stdout, like `print_outcome`.
+pub fn print_summary(format: Format, outcomes: &[Outcome], duration_ms: u64) {
+    let mut out = io::stdout().lock();
+    let _ = write_summary(&mut out, format, outcomes, duration_ms).and_then(|()| out.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn outcome(
+        name: &'static str,
+        verdict: Verdict,
+        measured: Value,
+        expected: Value,
+        reason: Option<&str>,
+    ) -> Outcome {
+        let map = |v: Value| serde_json::from_value(v).unwrap();
+        Outcome {
+            kind: "scenario",
+            name,
+            verdict,
+            measured: map(measured),
+            expected: map(expected),
+            reason: reason.map(str::to_string),
+            duration_ms: 219,
+        }
+    }
+
+    fn pmtu(verdict: Verdict, retransmit: u64, reason: Option<&str>) -> Outcome {
+        outcome(
+            "pmtu",
+            verdict,
+            json!({"icmp_mtu": 1300, "quoted_ip_len": 1500, "retransmit_ip_len": retransmit}),
+            json!({"retransmit_ip_len": 1300}),
+            reason,
+        )
+    }
+
+    const WHY: &str =
+        "retransmit_ip_len was 1500, expected 1300: REMOTE ignored the ICMP fragmentation needed";
+
+    fn text(write: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> String {
+        let mut out = Vec::new();
+        write(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn human(o: &Outcome) -> String {
+        text(|out| write_outcome(out, Format::Human, o))
+    }
+
+    #[test]
+    fn human_lines_show_measured_and_expected() {
+        assert_eq!(
+            human(&pmtu(Verdict::Pass, 1300, None)),
+            "PASS pmtu           219 ms  icmp_mtu=1300 quoted_ip_len=1500 retransmit_ip_len=1300\n"
+        );
+        assert_eq!(
+            human(&pmtu(Verdict::Fail, 1500, Some(WHY))),
+            "FAIL pmtu           219 ms  icmp_mtu=1300 quoted_ip_len=1500 retransmit_ip_len=1500 \
+             (expected 1300)\n     why: retransmit_ip_len was 1500, expected 1300: REMOTE ignored \
+             the ICMP fragmentation needed\n"
+        );
+        // "ok" checks are not repeated; strings print bare; a skip says why on its own line.
+        let skip = outcome(
+            "gateway6",
+            Verdict::Skip,
+            json!({"lo": "ok", "route": "fe80::1", "fragmented": false}),
+            json!({"fragmented": true}),
+            Some("REMOTE_SSH is not set"),
+        );
+        assert_eq!(
+            human(&skip),
+            "SKIP gateway6       219 ms  fragmented=false (expected true) route=fe80::1  \
+             REMOTE_SSH is not set\n"
+        );
+        let bare = outcome("ping", Verdict::Pass, json!({}), json!({}), None);
+        assert_eq!(human(&bare), "PASS ping           219 ms\n");
+    }
+
+    #[test]
+    fn summary_counts_and_mentions_skips_only_when_there_are_some() {
+        let summary =
+            |outcomes: &[Outcome]| text(|out| write_summary(out, Format::Human, outcomes, 500));
+        let pass = || pmtu(Verdict::Pass, 1300, None);
+        assert_eq!(summary(&[pass(), pass()]), "2 passed, 0 failed\n");
+        assert_eq!(summary(&[]), "0 passed, 0 failed\n");
+        let mixed = [
+            pass(),
+            pmtu(Verdict::Fail, 1500, Some(WHY)),
+            pmtu(Verdict::Skip, 1300, Some("no IPv6")),
+            pmtu(Verdict::Fail, 1500, Some(WHY)),
+        ];
+        assert_eq!(summary(&mixed), "1 passed, 2 failed, 1 skipped\n");
+    }
+
+    #[test]
+    fn json_is_one_object_per_line() {
+        let fail = pmtu(Verdict::Fail, 1500, Some(WHY));
+        let line = text(|out| write_outcome(out, Format::Json, &fail));
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "type": "scenario",
+                "name": "pmtu",
+                "verdict": "fail",
+                "measured": {"icmp_mtu": 1300, "quoted_ip_len": 1500, "retransmit_ip_len": 1500},
+                "expected": {"retransmit_ip_len": 1300},
+                "reason": WHY,
+                "duration_ms": 219,
+            })
+        );
+        let pass = text(|out| write_outcome(out, Format::Json, &pmtu(Verdict::Pass, 1300, None)));
+        let v: Value = serde_json::from_str(&pass).unwrap();
+        assert_eq!(v["verdict"], "pass");
+        assert!(v.get("reason").is_none(), "{pass}");
+
+        let outcomes = [fail, pmtu(Verdict::Skip, 1300, Some("no IPv6"))];
+        let line = text(|out| write_summary(out, Format::Json, &outcomes, 1234));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "summary", "passed": 0, "failed": 1, "skipped": 1, "duration_ms": 1234})
+        );
+    }
 }
