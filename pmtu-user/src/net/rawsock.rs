@@ -4,43 +4,46 @@
 //! to it, so they can be used from any thread or task afterwards.
 use std::{
     io,
-    mem::{size_of, zeroed},
     net::{IpAddr, SocketAddr},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, OwnedFd},
     time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use nix::{
+    errno::Errno,
+    ifaddrs::getifaddrs,
+    net::if_::if_nametoindex,
+    sys::socket::{
+        sendto, socket, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType,
+    },
+};
 
 use super::netns;
 
 /// An AF_PACKET socket that sends complete Ethernet frames out of one interface.
 pub struct RawSocket {
     fd: OwnedFd,
-    ifindex: i32,
-    mac: [u8; 6],
+    /// The interface's link-layer address, as the kernel lists it: the socket address every
+    /// frame is sent to. A raw packet socket only reads its interface index; the frame carries
+    /// its own Ethernet header.
+    link: LinkAddr,
 }
 
-fn ifreq(name: &str) -> Result<libc::ifreq> {
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-        bail!("`{name}` is not a valid interface name (1 to 15 characters)");
-    }
-    // SAFETY: ifreq is plain data; all zeroes is a valid value.
-    let mut ifr: libc::ifreq = unsafe { zeroed() };
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    Ok(ifr)
-}
-
-fn socket(domain: i32, kind: i32, proto: i32) -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, proto) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// The link-layer address of the interface with index `ifindex` (in the calling thread's
+/// network namespace).
+fn link_addr(iface: &str, ifindex: u32) -> Result<LinkAddr> {
+    let addrs = getifaddrs().map_err(|e| {
+        anyhow!(
+            "reading the MAC of `{iface}`: listing interfaces: {}",
+            io::Error::from(e)
+        )
+    })?;
+    addrs
+        .filter(|a| a.interface_name == iface)
+        .filter_map(|a| a.address.as_ref()?.as_link_addr().copied())
+        .find(|link| link.ifindex() == ifindex as usize)
+        .ok_or_else(|| anyhow!("reading the MAC of `{iface}`: the kernel lists no link address"))
 }
 
 impl RawSocket {
@@ -50,35 +53,27 @@ impl RawSocket {
             .map(|n| format!(" in network namespace `{n}`"))
             .unwrap_or_default();
         netns::run_in(ns, || {
+            if iface.is_empty() || iface.len() > 15 || iface.contains('\0') {
+                bail!("`{iface}` is not a valid interface name (1 to 15 characters)");
+            }
             // Protocol 0: this socket only sends.
-            let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0).map_err(|e| {
-                if e.kind() == io::ErrorKind::PermissionDenied {
+            let fd = socket(
+                AddressFamily::Packet,
+                SockType::Raw,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(|e| match e {
+                Errno::EPERM | Errno::EACCES => {
                     anyhow!("opening a packet socket needs root (CAP_NET_RAW)")
-                } else {
-                    anyhow!("opening a packet socket: {e}")
                 }
+                e => anyhow!("opening a packet socket: {}", io::Error::from(e)),
             })?;
-            let mut ifr = ifreq(iface)?;
-            // SAFETY: ioctl with a valid ifreq for this request.
-            if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFINDEX, &mut ifr) } < 0 {
+            let Ok(ifindex) = if_nametoindex(iface) else {
                 bail!("no interface `{iface}`{where_}: check LOCAL_IF with `ip link`");
-            }
-            // SAFETY: the kernel filled the ifindex member for SIOCGIFINDEX.
-            let ifindex = unsafe { ifr.ifr_ifru.ifru_ifindex };
-            // SAFETY: as above, for the hardware address.
-            if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut ifr) } < 0 {
-                bail!(
-                    "reading the MAC of `{iface}`: {}",
-                    io::Error::last_os_error()
-                );
-            }
-            // SAFETY: the kernel filled the hwaddr member for SIOCGIFHWADDR.
-            let data = unsafe { ifr.ifr_ifru.ifru_hwaddr.sa_data };
-            let mut mac = [0u8; 6];
-            for (m, d) in mac.iter_mut().zip(data.iter()) {
-                *m = *d as u8;
-            }
-            Ok(RawSocket { fd, ifindex, mac })
+            };
+            let link = link_addr(iface, ifindex)?;
+            Ok(RawSocket { fd, link })
         })
     }
 
@@ -90,33 +85,18 @@ impl RawSocket {
                 frame.len()
             );
         }
-        // SAFETY: sockaddr_ll is plain data.
-        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = self.ifindex;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
         for attempt in 0..100 {
-            // SAFETY: buffer and address are valid for the lengths given.
-            let sent = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    frame.as_ptr() as *const libc::c_void,
-                    frame.len(),
-                    libc::MSG_DONTWAIT,
-                    &sll as *const _ as *const libc::sockaddr,
-                    size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            if sent >= 0 {
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) if attempt < 99 => {
+            match sendto(
+                self.fd.as_raw_fd(),
+                frame,
+                &self.link,
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EAGAIN | Errno::ENOBUFS) if attempt < 99 => {
                     std::thread::sleep(Duration::from_micros(100))
                 }
-                _ => return Err(e).context("sending a frame on LOCAL_IF"),
+                Err(e) => return Err(io::Error::from(e)).context("sending a frame on LOCAL_IF"),
             }
         }
         Ok(())
@@ -124,11 +104,11 @@ impl RawSocket {
 
     /// The interface's MAC address.
     pub fn mac(&self) -> [u8; 6] {
-        self.mac
+        self.link.addr().unwrap_or_default()
     }
 
     pub fn ifindex(&self) -> u32 {
-        self.ifindex as u32
+        self.link.ifindex() as u32
     }
 }
 
@@ -136,11 +116,15 @@ impl RawSocket {
 pub fn ping(ns: Option<&str>, dst: IpAddr, timeout: Duration) -> Result<Duration> {
     netns::run_in(ns, || {
         let (domain, proto, request, reply) = match dst {
-            IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, 8u8, 0u8),
-            IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128, 129),
+            IpAddr::V4(_) => (AddressFamily::Inet, SockProtocol::Icmp, 8u8, 0u8),
+            IpAddr::V6(_) => (AddressFamily::Inet6, SockProtocol::IcmpV6, 128, 129),
         };
-        let fd = socket(domain, libc::SOCK_RAW, proto)
-            .map_err(|e| anyhow!("opening an ICMP socket (needs root): {e}"))?;
+        let fd = socket(domain, SockType::Raw, SockFlag::SOCK_CLOEXEC, proto).map_err(|e| {
+            anyhow!(
+                "opening an ICMP socket (needs root): {}",
+                io::Error::from(e)
+            )
+        })?;
         let sock = std::net::UdpSocket::from(fd);
         sock.set_read_timeout(Some(Duration::from_millis(50)))?;
         let id = (std::process::id() as u16) ^ 0x5a5a;
