@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::{libc, setsockopt_impl, sockopt_impl, sys::socket::setsockopt};
 use pmtu::net::netns;
 
 mod common;
@@ -126,32 +127,15 @@ impl Pair {
     /// A UDP datagram of IP length 1500 with DF (IPv4) from REMOTE to `dst`.
     fn send_1500(&self, dst: IpAddr) {
         netns::run_in(Some(&self.remote), || {
-            let (bind, payload, level, opt) = match dst {
-                IpAddr::V4(_) => (
-                    "0.0.0.0:0",
-                    1500 - 28,
-                    libc::IPPROTO_IP,
-                    libc::IP_MTU_DISCOVER,
-                ),
-                IpAddr::V6(_) => (
-                    "[::]:0",
-                    1500 - 48,
-                    libc::IPPROTO_IPV6,
-                    libc::IPV6_MTU_DISCOVER,
-                ),
+            let (bind, payload) = match dst {
+                IpAddr::V4(_) => ("0.0.0.0:0", 1500 - 28),
+                IpAddr::V6(_) => ("[::]:0", 1500 - 48),
             };
             let sock = UdpSocket::bind(bind)?;
-            let on: libc::c_int = libc::IP_PMTUDISC_DO;
-            // SAFETY: plain setsockopt with an int option on a socket we own.
-            unsafe {
-                use std::os::fd::AsRawFd as _;
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    level,
-                    opt,
-                    &on as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as u32,
-                );
+            // Never fragmented locally: too big for the known PMTU is an error, not fragments.
+            match dst {
+                IpAddr::V4(_) => setsockopt(&sock, IpMtuDiscover, &libc::IP_PMTUDISC_DO)?,
+                IpAddr::V6(_) => setsockopt(&sock, Ipv6MtuDiscover, &libc::IPV6_PMTUDISC_DO)?,
             }
             sock.send_to(&vec![b'x'; payload], SocketAddr::new(dst, 9))?;
             Ok(())
@@ -159,6 +143,23 @@ impl Pair {
         .unwrap();
     }
 }
+
+sockopt_impl!(
+    /// IP_MTU_DISCOVER (ip(7)), which nix does not name.
+    IpMtuDiscover,
+    SetOnly,
+    libc::IPPROTO_IP,
+    libc::IP_MTU_DISCOVER,
+    libc::c_int
+);
+sockopt_impl!(
+    /// IPV6_MTU_DISCOVER (ipv6(7)).
+    Ipv6MtuDiscover,
+    SetOnly,
+    libc::IPPROTO_IPV6,
+    libc::IPV6_MTU_DISCOVER,
+    libc::c_int
+);
 
 struct Responder {
     child: Child,

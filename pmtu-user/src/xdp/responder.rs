@@ -359,7 +359,7 @@ impl Responder {
         match result {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+                if e.io_error.raw_os_error() == Some(Errno::ENOENT as i32) =>
             {
                 Ok(())
             }
