@@ -59,7 +59,12 @@ fn git(repo: &Path, args: &[&str]) -> std::process::Output {
     Command::new("git")
         .arg("-C")
         .arg(repo)
-        .args(["-c", "user.name=pmtu test", "-c", "user.email=pmtu@example.org"])
+        .args([
+            "-c",
+            "user.name=pmtu test",
+            "-c",
+            "user.email=pmtu@example.org",
+        ])
         .args(args)
         .env("GIT_AUTHOR_DATE", "2025-01-01T00:00:00Z")
         .env("GIT_COMMITTER_DATE", "2025-01-01T00:00:00Z")
@@ -114,8 +119,21 @@ fn git_bisect_run_finds_the_first_bad_commit_and_skips_what_cannot_be_tested() {
     let log = git_ok(repo, &["bisect", "log"]);
     let _ = git(repo, &["bisect", "reset"]);
     lab.on_remote(&["sysctl", "-qw", "net.ipv4.ip_no_pmtu_disc=0"]);
-    let _ = lab.pmtu(&["lab", "exec", "--", "nft", "delete", "table", "inet", "rp_bisect"]);
-    assert!(out.status.success(), "git bisect run: {}\n{log}", text(&out));
+    let _ = lab.pmtu(&[
+        "lab",
+        "exec",
+        "--",
+        "nft",
+        "delete",
+        "table",
+        "inet",
+        "rp_bisect",
+    ]);
+    assert!(
+        out.status.success(),
+        "git bisect run: {}\n{log}",
+        text(&out)
+    );
 
     let stdout = common::stdout(&out);
     let named = stdout
