@@ -201,6 +201,20 @@ mod tests {
     }
 
     #[test]
+    fn help_lists_the_exit_codes() {
+        let help = command().render_long_help().to_string();
+        for line in [
+            "  0    every scenario passed",
+            "  1    a scenario FAILed",
+            "  2    usage error",
+            "  125  could not test",
+            "  130, 143, 129  stopped by SIGINT, SIGTERM, SIGHUP",
+        ] {
+            assert!(help.contains(line), "no `{line}` in\n{help}");
+        }
+    }
+
+    #[test]
     fn scenario_subcommands_parse_to_their_scenario() {
         let m = command()
             .try_get_matches_from(["pmtu", "--lab", "x", "pmtu6", "--format", "json"])
