@@ -201,6 +201,27 @@ mod tests {
     }
 
     #[test]
+    fn a_fail_wins_over_an_error_and_an_error_over_a_pass() {
+        use pmtu::suite::{Outcome, Verdict};
+        let o = |verdict| Outcome {
+            kind: "scenario",
+            name: "x",
+            about: "",
+            verdict,
+            measured: Default::default(),
+            expected: Default::default(),
+            reason: None,
+            duration_ms: 0,
+        };
+        let code =
+            |vs: &[Verdict]| run::run_exit_code(&vs.iter().map(|v| o(*v)).collect::<Vec<_>>());
+        assert_eq!(code(&[]), exit::PASSED);
+        assert_eq!(code(&[Verdict::Pass, Verdict::Skip]), exit::PASSED);
+        assert_eq!(code(&[Verdict::Pass, Verdict::Error]), exit::COULD_NOT_TEST);
+        assert_eq!(code(&[Verdict::Error, Verdict::Fail]), exit::FAILED);
+    }
+
+    #[test]
     fn help_lists_the_exit_codes() {
         let help = command().render_long_help().to_string();
         for line in [
