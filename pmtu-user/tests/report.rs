@@ -238,7 +238,16 @@ fn an_unwritable_report_is_refused_before_testing_and_an_old_one_is_kept() {
         "temporary file left"
     );
 
-    // A malformed variable is a usage error.
+    // A malformed variable, or lab name, is a usage error.
     let out = cmd.env("LOCAL_MAC", "00:11:22").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = common::pmtu_cmd(&["--lab", "bad name!", "run", "ping"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        common::stderr(&out).contains("is not a lab name"),
+        "{}",
+        text(&out)
+    );
 }

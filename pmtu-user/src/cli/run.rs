@@ -160,8 +160,11 @@ pub async fn cli(
     mode: AttachMode,
 ) -> Result<ExitCode> {
     let selected = select(names)?;
-    // Malformed variables are a usage error (checked again, with the rest, in set-up).
-    Topology::from_env_if_set().map_err(|e| Usage(format!("{e:#}")))?;
+    // Malformed variables and lab names are usage errors (checked again in set-up).
+    let from_env = Topology::from_env_if_set().map_err(|e| Usage(format!("{e:#}")))?;
+    if from_env.is_none() {
+        lab::validate_name(lab_name).map_err(|e| Usage(format!("{e:#}")))?;
+    }
     require_root("pmtu run")?;
     if let Some(path) = &args.pcap {
         // Fail now, not after the run.
