@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pmtu: {e:#}");
-            ExitCode::FAILURE
+            cli::error_exit_code(&e, cli::exit::FAILED)
         }
     }
 }

@@ -118,7 +118,8 @@ fn a_temporary_lab_is_removed_and_pcap_is_written() {
     );
 }
 
-/// Starts a run on a temporary lab, waits until the lab exists, signals it, checks clean-up.
+/// Starts a run on a temporary lab, waits until the lab exists, signals it, checks clean-up
+/// and the exit code a shell gives that signal (128 + its number).
 fn interrupt_with(signal: nix::sys::signal::Signal) {
     let lab = LabGuard::new("e");
     let mut child = Command::new(PMTU)
@@ -146,7 +147,7 @@ fn interrupt_with(signal: nix::sys::signal::Signal) {
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         status.code(),
-        Some(130),
+        Some(128 + signal as i32),
         "{signal}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -154,9 +155,10 @@ fn interrupt_with(signal: nix::sys::signal::Signal) {
 }
 
 #[test]
-fn sigint_and_sigterm_clean_up() {
+fn sigint_sigterm_and_sighup_clean_up() {
     interrupt_with(nix::sys::signal::Signal::SIGINT);
     interrupt_with(nix::sys::signal::Signal::SIGTERM);
+    interrupt_with(nix::sys::signal::Signal::SIGHUP);
 }
 
 #[test]
@@ -178,42 +180,56 @@ fn bad_input_gets_one_clear_message() {
         }
         cmd.args(args).output().unwrap()
     };
-    for (key, value, says) in [
+    // Malformed values are usage errors (2); an interface that is not there is a set-up
+    // error: pmtu could not test (125).
+    for (key, value, says, code) in [
         (
             "LOCAL_MAC",
             "00:11:22",
             "LOCAL_MAC='00:11:22': not a MAC address",
+            2,
         ),
-        ("FAKE_NET", "198.51.100.0/33", "FAKE_NET='198.51.100.0/33'"),
-        ("REMOTE_ADDR6", "2001:db8::zz", "REMOTE_ADDR6"),
-        ("LOCAL_IF", "nosuch0", "no interface `nosuch0`"),
+        (
+            "FAKE_NET",
+            "198.51.100.0/33",
+            "FAKE_NET='198.51.100.0/33'",
+            2,
+        ),
+        ("REMOTE_ADDR6", "2001:db8::zz", "REMOTE_ADDR6", 2),
+        ("LOCAL_IF", "nosuch0", "no interface `nosuch0`", 125),
     ] {
         let out = run_with(key, value, &["run", "ping"]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{key}: {}", text(&out));
+        assert_eq!(out.status.code(), Some(code), "{key}: {}", text(&out));
         assert!(err.contains(says), "{key}: expected `{says}` in {err}");
         assert_eq!(err.trim().lines().count(), 1, "{key}: not one line: {err}");
     }
 
-    // REMOTE unreachable: check-setup says so.
+    // REMOTE unreachable: check-setup says so, and could not test (125, ERROR).
     let out = run_with("REMOTE_ADDR", "192.0.2.99", &["check-setup"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ERROR check-setup"),
+        "{}",
+        text(&out)
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("192.0.2.99 does not answer ping"),
         "{}",
         text(&out)
     );
 
-    // Unknown scenario.
+    // Unknown scenario: a usage error.
     let out = lab.pmtu(&["run", "nosuch"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         err.contains("unknown scenario `nosuch`") && err.contains("pmtu6"),
         "{err}"
     );
 
-    // A service that does not listen: chargen blocked with a reject on REMOTE.
+    // A service that does not listen (chargen, echo blocked with a reject on REMOTE): the
+    // scenario could not test REMOTE, an ERROR (125), not a FAIL.
     let out = lab.remote("nft add table inet pmtu_t");
     assert!(out.status.success(), "{}", text(&out));
     lab.remote("nft add chain inet pmtu_t input { type filter hook input priority 0 ; }");
@@ -224,14 +240,14 @@ fn bad_input_gets_one_clear_message() {
     let echo = lab.pmtu(&["udp6"]);
     let out = lab.pmtu(&["pmtu"]);
     lab.remote("nft delete table inet pmtu_t");
-    assert_eq!(echo.status.code(), Some(1), "{}", text(&echo));
+    assert_eq!(echo.status.code(), Some(125), "{}", text(&echo));
     assert!(
         String::from_utf8_lossy(&echo.stdout)
             .contains("port unreachable: nothing listens on udp [2001:db8::2]:7"),
         "{}",
         text(&echo)
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("nothing listens on tcp 192.0.2.2:19"),
         "{}",

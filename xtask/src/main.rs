@@ -32,7 +32,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what the build and the suite need: rust-src, bpf-linker, Debian packages.
+    /// Install what the build, the suite and its tests need: rust-src, bpf-linker, Debian
+    /// packages (the tests' own: perl's prove, chromium).
     Setup,
     /// Setup, then build target/release/pmtu (the XDP program is built first and embedded).
     Build,
@@ -95,6 +96,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
         Cmd::Setup => {
             setup::setup(Packages::Required)?;
+            setup::test_packages()?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Build => {
@@ -155,7 +157,10 @@ fn build(packages: Packages) -> Result<()> {
 
 /// The README's test command, and CI's: every step in turn, stopping at the first failure.
 fn test(args: &[OsString]) -> Result<()> {
-    step("setup", || setup::setup(Packages::Required))?;
+    step("setup", || {
+        setup::setup(Packages::Required)?;
+        setup::test_packages()
+    })?;
     step("build", build_only)?;
     step("fmt", || {
         exec::run(cargo().args(["fmt", "--all", "--", "--check"]))

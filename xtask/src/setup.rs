@@ -5,7 +5,9 @@
 //! - rust-src for the toolchain that builds the XDP program (nightly, else stable, which the
 //!   build then drives with RUSTC_BOOTSTRAP=1: see pmtu-user/build.rs);
 //! - bpf-linker 0.13.0, linked against the toolchain's own libLLVM (docs: toolchain.md);
-//! - the Debian packages the suite runs (ip, ethtool, nft, inetd, ping, sysctl).
+//! - the Debian packages the suite runs (ip, ethtool, nft, inetd, ping, sysctl);
+//! - with `cargo xtask setup` and `cargo xtask test` only, the ones the tests read the suite's
+//!   output with (a TAP parser, a headless browser): not needed to build or run pmtu.
 use std::{
     fs,
     os::unix::fs::{symlink, PermissionsExt},
@@ -31,6 +33,10 @@ pub const PACKAGES: &[&str] = &[
     "procps",
 ];
 
+/// Debian packages only the tests use: `prove` (perl's TAP::Parser) reads `--format tap`,
+/// headless Chromium renders `--report FILE.html`.
+pub const TEST_PACKAGES: &[&str] = &["perl", "chromium"];
+
 /// Whether missing Debian packages are an error (explicit `setup`, the suite) or only a
 /// warning (a non-root `build`, which does not need them).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -43,7 +49,13 @@ pub fn setup(packages: Packages) -> Result<()> {
     let toolchain = ebpf_toolchain();
     rust_src(&toolchain)?;
     bpf_linker(&toolchain)?;
-    debian_packages(packages)
+    debian_packages("debian packages", PACKAGES, packages)
+}
+
+/// What the tests need besides the suite's own packages (`cargo xtask setup`, `cargo xtask
+/// test`).
+pub fn test_packages() -> Result<()> {
+    debian_packages("test packages", TEST_PACKAGES, Packages::Required)
 }
 
 /// The toolchain that builds the XDP program, chosen as pmtu-user/build.rs chooses it.
@@ -220,12 +232,12 @@ fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
         .with_context(|| format!("linking {} -> {}", link.display(), target.display()))
 }
 
-/// The packages of `PACKAGES` that dpkg does not report as installed.
-fn missing_packages() -> Result<Vec<&'static str>> {
+/// The packages of `wanted` that dpkg does not report as installed.
+fn missing_packages(wanted: &[&'static str]) -> Result<Vec<&'static str>> {
     // dpkg-query exits 1 when some package is unknown; its stdout still lists the others.
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${Package} ${Status}\\n"])
-        .args(PACKAGES)
+        .args(wanted)
         .stderr(std::process::Stdio::null())
         .output()
         .context(
@@ -239,17 +251,17 @@ fn missing_packages() -> Result<Vec<&'static str>> {
         .filter(|l| l.ends_with(" ok installed"))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    Ok(PACKAGES
+    Ok(wanted
         .iter()
         .copied()
         .filter(|p| !installed.contains(p))
         .collect())
 }
 
-fn debian_packages(need: Packages) -> Result<()> {
-    let missing = missing_packages()?;
+fn debian_packages(what: &str, wanted: &[&'static str], need: Packages) -> Result<()> {
+    let missing = missing_packages(wanted)?;
     if missing.is_empty() {
-        println!("setup: debian packages ok");
+        println!("setup: {what} ok");
         return Ok(());
     }
     let list = missing.join(" ");
@@ -279,7 +291,7 @@ fn debian_packages(need: Packages) -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"))
         .with_context(|| format!("installing {list} failed: see apt-get's messages above"))?;
     }
-    let still = missing_packages()?;
+    let still = missing_packages(wanted)?;
     if !still.is_empty() {
         bail!(
             "apt-get reported success but these are still not installed: {}",

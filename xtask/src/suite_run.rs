@@ -2,9 +2,9 @@
 //! from `pmtu run --format json`.
 //!
 //! The JSON lines contract (one object per line on stdout):
-//! `{"type":"scenario","name":"pmtu","verdict":"pass"|"fail"|"skip","measured":{..},
+//! `{"type":"scenario","name":"pmtu","verdict":"pass"|"fail"|"skip"|"error","measured":{..},
 //! "expected":{..},"reason":"..","duration_ms":123}` and a last line
-//! `{"type":"summary","passed":N,"failed":N,"skipped":N,"duration_ms":N}`.
+//! `{"type":"summary","passed":N,"failed":N,"skipped":N,"errors":N,"duration_ms":N}`.
 use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
@@ -89,8 +89,9 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// A FAIL (REMOTE is broken) or an ERROR (the scenario could not test REMOTE).
     pub fn failed(&self) -> bool {
-        self.verdict == "fail"
+        self.verdict == "fail" || self.verdict == "error"
     }
 
     pub fn reason(&self) -> &str {
@@ -106,6 +107,9 @@ pub struct Summary {
     pub passed: u32,
     pub failed: u32,
     pub skipped: u32,
+    /// Scenarios that could not test REMOTE.
+    #[serde(default)]
+    pub errors: u32,
     #[serde(default)]
     pub duration_ms: f64,
 }
@@ -165,7 +169,9 @@ impl SuiteRun {
     }
 
     pub fn passed(&self) -> bool {
-        self.summary.failed == 0 && self.scenarios.iter().all(|s| !s.failed())
+        self.summary.failed == 0
+            && self.summary.errors == 0
+            && self.scenarios.iter().all(|s| !s.failed())
     }
 
     pub fn failures(&self) -> impl Iterator<Item = &Scenario> {
@@ -178,6 +184,9 @@ impl SuiteRun {
         let mut text = format!("{} passed, {} failed", s.passed, s.failed);
         if s.skipped > 0 {
             text.push_str(&format!(", {} skipped", s.skipped));
+        }
+        if s.errors > 0 {
+            text.push_str(&format!(", {} could not test", s.errors));
         }
         text
     }

@@ -6,7 +6,7 @@ pub mod respond;
 pub mod run;
 pub mod serve;
 
-use std::process::ExitCode;
+use std::{fmt, process::ExitCode};
 
 use anyhow::{bail, Result};
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
@@ -26,11 +26,60 @@ pub struct Globals {
     pub verbose: u8,
 }
 
+/// The exit codes, as `git bisect run` and CI read them.
+pub mod exit {
+    /// Every scenario passed (or was skipped).
+    pub const PASSED: u8 = 0;
+    /// A scenario FAILed: REMOTE is broken (`git bisect run`: bad). Also: a verb other than
+    /// `run` failed.
+    pub const FAILED: u8 = 1;
+    /// A usage error: unknown option or scenario, a malformed variable.
+    pub const USAGE: u8 = 2;
+    /// Could not test: a LOCAL set-up error, REMOTE unreachable, a scenario ERROR and none
+    /// FAILed (`git bisect run`: skip this commit).
+    pub const COULD_NOT_TEST: u8 = 125;
+}
+
+const EXIT_CODES: &str = "\
+Exit codes (pmtu run and the scenario subcommands; git bisect run reads them):
+  0    every scenario passed
+  1    a scenario FAILed: REMOTE is broken (bisect: bad)
+  2    usage error: unknown option or scenario, a malformed variable
+  125  could not test: LOCAL set-up error, REMOTE unreachable, a scenario ERROR and none
+       FAILed (bisect: skip)
+  130, 143, 129  stopped by SIGINT, SIGTERM, SIGHUP (after cleaning up; bisect stops)
+Other verbs exit 0, or 1 on error (2 for usage errors).";
+
+/// A bad command line or configuration: exits 2, like clap's own usage errors.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The exit code for an error that ended a verb: a signal's code when one stopped it, 2 for a
+/// usage error, else `otherwise`.
+pub fn error_exit_code(e: &anyhow::Error, otherwise: u8) -> ExitCode {
+    if let Some(code) = pmtu::signals::exit_code() {
+        return ExitCode::from(code);
+    }
+    if e.chain().any(|c| c.is::<Usage>()) {
+        return ExitCode::from(exit::USAGE);
+    }
+    ExitCode::from(otherwise)
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "pmtu",
     version,
     about = "Path MTU Discovery regression suite around an XDP responder",
+    after_help = EXIT_CODES,
     subcommand_required = true,
     arg_required_else_help = true
 )]
@@ -105,10 +154,21 @@ fn from_matches(matches: &clap::ArgMatches) -> Result<(Globals, Request), clap::
 /// Runs what was asked for.
 pub async fn dispatch(globals: Globals, request: Request) -> Result<ExitCode> {
     let ok = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
+    // A run that could not test says so with 125, for `git bisect run`.
+    let tested = |r: Result<ExitCode>| {
+        Ok(r.unwrap_or_else(|e| {
+            eprintln!("pmtu: {e:#}");
+            error_exit_code(&e, exit::COULD_NOT_TEST)
+        }))
+    };
     let (lab_name, mode) = (globals.lab.as_str(), globals.xdp_mode);
     match request {
-        Request::Scenario(name, args) => run::cli(&[name.to_string()], args, lab_name, mode).await,
-        Request::Verb(Verb::Run { names, args }) => run::cli(&names, args, lab_name, mode).await,
+        Request::Scenario(name, args) => {
+            tested(run::cli(&[name.to_string()], args, lab_name, mode).await)
+        }
+        Request::Verb(Verb::Run { names, args }) => {
+            tested(run::cli(&names, args, lab_name, mode).await)
+        }
         Request::Verb(Verb::Lab(args)) => ok(lab::cli(args, lab_name, mode).await),
         Request::Verb(Verb::Respond(args)) => ok(respond::cli(args, mode).await),
         Request::Verb(Verb::Serve(args)) => ok(serve::cli(args).await),
@@ -138,6 +198,41 @@ mod tests {
             assert_eq!(sub.get_about().map(|a| a.to_string()), Some(s.about.into()));
         }
         cmd.debug_assert();
+    }
+
+    #[test]
+    fn a_fail_wins_over_an_error_and_an_error_over_a_pass() {
+        use pmtu::suite::{Outcome, Verdict};
+        let o = |verdict| Outcome {
+            kind: "scenario",
+            name: "x",
+            about: "",
+            verdict,
+            measured: Default::default(),
+            expected: Default::default(),
+            reason: None,
+            duration_ms: 0,
+        };
+        let code =
+            |vs: &[Verdict]| run::run_exit_code(&vs.iter().map(|v| o(*v)).collect::<Vec<_>>());
+        assert_eq!(code(&[]), exit::PASSED);
+        assert_eq!(code(&[Verdict::Pass, Verdict::Skip]), exit::PASSED);
+        assert_eq!(code(&[Verdict::Pass, Verdict::Error]), exit::COULD_NOT_TEST);
+        assert_eq!(code(&[Verdict::Error, Verdict::Fail]), exit::FAILED);
+    }
+
+    #[test]
+    fn help_lists_the_exit_codes() {
+        let help = command().render_long_help().to_string();
+        for line in [
+            "  0    every scenario passed",
+            "  1    a scenario FAILed",
+            "  2    usage error",
+            "  125  could not test",
+            "  130, 143, 129  stopped by SIGINT, SIGTERM, SIGHUP",
+        ] {
+            assert!(help.contains(line), "no `{line}` in\n{help}");
+        }
     }
 
     #[test]

@@ -21,26 +21,31 @@ use pmtu::{
     suite::{
         capture::Capture,
         hub::Hub,
-        report::{print_summary, Format},
-        run, Ctx, Profile, ProfileName, Scenario, Verdict,
+        outfile::OutFile,
+        report::{html, Format, Reporter, Summary},
+        run, Ctx, Outcome, Profile, ProfileName, Scenario, Verdict,
     },
     wire::L2,
     xdp::responder::{AttachMode, Responder, RuleSpec},
 };
 
-use super::require_root;
+use super::{exit, require_root, Usage};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     /// Expected behaviour of REMOTE's OS (the lab's REMOTE is this Linux kernel).
     #[arg(long, value_enum, default_value_t = ProfileName::Linux)]
     pub profile: ProfileName,
-    /// Output: one line per scenario, or one JSON object per line.
+    /// Output: one line per scenario, one JSON object per line, or KTAP (TAP) for CI.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
     /// Write every frame sent and every packet reported or answered to this pcap file.
     #[arg(long)]
     pub pcap: Option<PathBuf>,
+    /// Write a self-contained HTML page: the run's summary and, per scenario, its verdict,
+    /// values, reason and packet ladder.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 }
 
 /// What keeps the run's set-up alive: a temporary lab, or the responder we attached ourselves.
@@ -128,7 +133,8 @@ fn stale_reason(name: &str) -> Option<String> {
     lab::open(name).err().map(|e| format!("{e:#}"))
 }
 
-/// Resolves scenario names (all of them for an empty list), refusing unknown ones.
+/// Resolves scenario names (all of them for an empty list), refusing unknown ones (a usage
+/// error).
 pub fn select(names: &[String]) -> Result<Vec<&'static Scenario>> {
     if names.is_empty() {
         return Ok(scenarios::ALL.iter().collect());
@@ -136,11 +142,12 @@ pub fn select(names: &[String]) -> Result<Vec<&'static Scenario>> {
     names
         .iter()
         .map(|n| {
-            scenarios::find(n).with_context(|| {
-                format!(
+            scenarios::find(n).ok_or_else(|| {
+                Usage(format!(
                     "unknown scenario `{n}`; known: {}",
                     scenarios::names().join(", ")
-                )
+                ))
+                .into()
             })
         })
         .collect()
@@ -153,15 +160,29 @@ pub async fn cli(
     mode: AttachMode,
 ) -> Result<ExitCode> {
     let selected = select(names)?;
+    // Malformed variables and lab names are usage errors (checked again in set-up).
+    let from_env = Topology::from_env_if_set().map_err(|e| Usage(format!("{e:#}")))?;
+    if from_env.is_none() {
+        lab::validate_name(lab_name).map_err(|e| Usage(format!("{e:#}")))?;
+    }
     require_root("pmtu run")?;
     if let Some(path) = &args.pcap {
         // Fail now, not after the run.
         std::fs::File::create(path)
             .with_context(|| format!("cannot write the pcap file {}", path.display()))?;
     }
+    let report = args
+        .report
+        .as_deref()
+        .map(|path| OutFile::create(path, "report"))
+        .transpose()?;
     let started = Instant::now();
+    let started_wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let mut setup = setup(lab_name, mode, args.profile)?;
-    let capture = args.pcap.as_ref().map(|_| Arc::new(Capture::new()));
+    let lab_kind = lab_kind(&setup, lab_name);
+    let capture = (args.pcap.is_some() || report.is_some()).then(|| Arc::new(Capture::new()));
     if let Some(c) = &capture {
         c.set_routers(setup.topo.local_addr, setup.topo.local_addr6);
     }
@@ -182,22 +203,83 @@ pub async fn cli(
         profile: Profile::get(args.profile),
     };
 
-    let (outcomes, interrupted) = run::run_all(&ctx, &selected, args.format, signals::stop()).await;
-    print_summary(args.format, &outcomes, started.elapsed().as_millis() as u64);
+    let mut reporter = Reporter::stdout(args.format);
+    let (outcomes, interrupted) =
+        run::run_all(&ctx, &selected, &mut reporter, signals::stop()).await;
+    let summary = Summary::of(&outcomes, started.elapsed().as_millis() as u64);
+    let signal = interrupted.then(|| signals::received().map_or("a signal", |s| s.as_str()));
+    reporter.finish(&summary, signal);
     if let (Some(path), Some(c)) = (&args.pcap, &capture) {
         let n = c.write(path)?;
         eprintln!("pmtu: wrote {n} packets to {}", path.display());
+    }
+    if let (Some(file), Some(c)) = (report, &capture) {
+        let info = html::RunInfo {
+            kernel: remote_kernel(&ctx),
+            lab: lab_kind,
+            profile: format!("{:?}", args.profile).to_lowercase(),
+            started: started_wall,
+            command: shell_words::join(std::env::args()),
+            columns: columns(&ctx.topo),
+        };
+        let frames = c.frames();
+        let path = file.target().to_path_buf();
+        file.commit(|out| html::write(out, &info, &summary, &outcomes, &frames))?;
+        eprintln!("pmtu: wrote the report to {}", path.display());
     }
     drop(ctx);
     drop(setup._temp.take());
     if interrupted {
         eprintln!("pmtu: interrupted; cleaned up");
-        return Ok(ExitCode::from(130));
+        return Ok(ExitCode::from(signals::exit_code().unwrap_or(130)));
     }
-    let failed = outcomes.iter().any(|o| o.verdict == Verdict::Fail);
-    Ok(if failed {
-        ExitCode::FAILURE
+    Ok(ExitCode::from(run_exit_code(&outcomes)))
+}
+
+/// 1 when a scenario FAILed (REMOTE is broken, whatever else happened), else 125 when one
+/// could not test REMOTE, else 0.
+pub fn run_exit_code(outcomes: &[Outcome]) -> u8 {
+    let any = |v: Verdict| outcomes.iter().any(|o| o.verdict == v);
+    if any(Verdict::Fail) {
+        exit::FAILED
+    } else if any(Verdict::Error) {
+        exit::COULD_NOT_TEST
     } else {
-        ExitCode::SUCCESS
-    })
+        exit::PASSED
+    }
+}
+
+/// Which REMOTE the run tested, for the report.
+fn lab_kind(setup: &Setup, lab_name: &str) -> String {
+    let t = &setup.topo;
+    match (&t.remote_ssh, &t.remote_netns, &setup._temp) {
+        (Some(ssh), _, _) => format!("over ssh: REMOTE_SSH={ssh}, LOCAL_IF {}", t.local_if),
+        (None, Some(_), Some(_)) => {
+            format!("the built-in lab `{lab_name}`, made for this run (network namespaces, veth)")
+        }
+        (None, Some(ns), None)
+            if t.local_netns.as_deref() == Some(&lab::plan::local_ns(lab_name)) =>
+        {
+            format!("the built-in lab `{lab_name}` (network namespace {ns}, veth)")
+        }
+        (None, Some(ns), None) => format!("network namespace {ns}, LOCAL_IF {}", t.local_if),
+        (None, None, _) => format!("LOCAL_IF {}", t.local_if),
+    }
+}
+
+/// REMOTE's `uname -sr`: the kernel under test.
+fn remote_kernel(ctx: &Ctx) -> String {
+    match ctx.remote("uname", &["-sr"]) {
+        Ok(k) => k.trim().to_string(),
+        Err(e) => format!("unknown (uname on REMOTE: {e:#})"),
+    }
+}
+
+/// The ladder's column titles, with the addresses.
+fn columns(t: &Topology) -> [String; 3] {
+    [
+        format!("fake host\n{} / {}", t.fake_net_addr, t.fake_net_addr6),
+        format!("router (LOCAL)\n{} / {}", t.local_addr, t.local_addr6),
+        format!("REMOTE\n{} / {}", t.remote_addr, t.remote_addr6),
+    ]
 }

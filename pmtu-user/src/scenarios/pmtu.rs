@@ -11,7 +11,8 @@ use futures::FutureExt as _;
 use pmtu_common::EventAction;
 
 use crate::{
-    suite::{tcp::FakeTcp, Ctx, Record, Scenario, REPLY_TIMEOUT},
+    broken,
+    suite::{tcp::FakeTcp, Blame as _, Ctx, Record, Scenario, REPLY_TIMEOUT},
     xdp::responder::RuleSpec,
 };
 
@@ -51,7 +52,7 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
     rec.measured("quoted_ip_len", quoted.ip_len);
     match quoted.action {
         Some(EventAction::Answered) => {}
-        Some(EventAction::NotDf) => bail!(
+        Some(EventAction::NotDf) => broken!(
             "REMOTE sent a {}-byte segment without DF: path MTU discovery is off on REMOTE \
              (net.ipv4.ip_no_pmtu_disc, or a locked route MTU)",
             quoted.ip_len
@@ -68,7 +69,8 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
     log::info!("Path MTU discovery will resend the quoted data with length {MTU}.");
     let retx = tcp
         .wait_seq(quoted.seq, "retransmission of the quoted segment")
-        .await?;
+        .await
+        .silence_fails()?;
     let why = if retx.ip_len == quoted.ip_len {
         format!("REMOTE ignored the ICMP {icmp}")
     } else if retx.ip_len > MTU {
@@ -91,7 +93,7 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
     let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
     while covered.wrapping_sub(quoted.seq) < quoted_end.wrapping_sub(quoted.seq) {
         let Some(ev) = tcp.flow.next_until(deadline).await else {
-            bail!(
+            broken!(
                 "REMOTE resent only {} of the {} quoted bytes",
                 covered.wrapping_sub(quoted.seq),
                 quoted.payload_len()

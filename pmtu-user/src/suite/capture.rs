@@ -1,5 +1,6 @@
 //! `--pcap FILE`: every frame the controller sent, every packet the responder reported, and
-//! the ICMP errors it answered with, in a pcap file that Wireshark opens.
+//! the ICMP errors it answered with, in a pcap file that Wireshark opens. The same records,
+//! tagged with the scenario that was running, draw `--report`'s packet ladders.
 //!
 //! Reported packets are stored as the XDP program saw their first bytes (a truncated capture
 //! with the original length). The ICMP answer is rebuilt from those bytes the way the program
@@ -54,16 +55,34 @@ impl MonoClock {
     }
 }
 
-struct Record {
-    when: Duration,
-    orig_len: u32,
-    data: Vec<u8>,
+/// Who put a frame on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// The fake host's frame, sent by the controller toward REMOTE.
+    Sent,
+    /// REMOTE's packet toward the fake host, as the responder saw it, and what it did.
+    Reported(Option<EventAction>),
+    /// The router's ICMP error, answering the `Reported` frame just before it.
+    Answer,
+}
+
+/// One captured frame.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub when: Duration,
+    /// The frame's length on the wire (`data` may be truncated).
+    pub orig_len: u32,
+    pub data: Vec<u8>,
+    pub kind: FrameKind,
+    /// The scenario that was running when the frame was recorded.
+    pub scenario: Option<&'static str>,
 }
 
 /// Records collected during a run, written at its end.
 pub struct Capture {
-    records: Mutex<Vec<Record>>,
+    records: Mutex<Vec<Frame>>,
     routers: Mutex<(Ipv4Addr, Ipv6Addr)>,
+    scenario: Mutex<Option<&'static str>>,
 }
 
 impl Default for Capture {
@@ -77,7 +96,13 @@ impl Capture {
         Capture {
             records: Mutex::new(Vec::new()),
             routers: Mutex::new((Ipv4Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED)),
+            scenario: Mutex::new(None),
         }
+    }
+
+    /// Tags the records from now on with `scenario`.
+    pub fn begin(&self, scenario: &'static str) {
+        *lock(&self.scenario) = Some(scenario);
     }
 
     /// The source addresses of the ICMP errors (LOCAL_ADDR, LOCAL_ADDR6).
@@ -85,11 +110,14 @@ impl Capture {
         *lock(&self.routers) = (v4, v6);
     }
 
-    fn push(&self, when: Duration, orig_len: usize, data: Vec<u8>) {
-        lock(&self.records).push(Record {
+    fn push(&self, when: Duration, orig_len: usize, data: Vec<u8>, kind: FrameKind) {
+        let scenario = *lock(&self.scenario);
+        lock(&self.records).push(Frame {
             when,
             orig_len: orig_len as u32,
             data,
+            kind,
+            scenario,
         });
     }
 
@@ -98,7 +126,7 @@ impl Capture {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        self.push(now, frame.len(), frame.to_vec());
+        self.push(now, frame.len(), frame.to_vec(), FrameKind::Sent);
     }
 
     /// A packet the responder reported, and the ICMP error when it answered one.
@@ -106,11 +134,22 @@ impl Capture {
         let head = &ev.head[..(ev.head_len as usize).min(ev.head.len())];
         let Some(l2_len) = l2_len(head) else { return };
         let when = clock.to_unix(ev.ts_ns);
-        self.push(when, l2_len + ev.ip_len as usize, head.to_vec());
-        if ev.action == EventAction::Answered as u8 {
+        let action = EventAction::from_u8(ev.action);
+        self.push(
+            when,
+            l2_len + ev.ip_len as usize,
+            head.to_vec(),
+            FrameKind::Reported(action),
+        );
+        if action == Some(EventAction::Answered) {
             let routers = *lock(&self.routers);
             if let Some((frame, orig_len)) = icmp_answer(head, l2_len, ev, routers) {
-                self.push(when + Duration::from_nanos(1), orig_len, frame);
+                self.push(
+                    when + Duration::from_nanos(1),
+                    orig_len,
+                    frame,
+                    FrameKind::Answer,
+                );
             }
         }
     }
@@ -121,6 +160,13 @@ impl Capture {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every record so far, in time order.
+    pub fn frames(&self) -> Vec<Frame> {
+        let mut frames = lock(&self.records).clone();
+        frames.sort_by_key(|r| r.when);
+        frames
     }
 
     /// Writes every record, in time order; returns how many.

@@ -11,13 +11,16 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use tokio::{
     sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender},
     time::Instant,
 };
 
-use super::capture::{Capture, MonoClock};
+use super::{
+    capture::{Capture, MonoClock},
+    NoReply,
+};
 use crate::xdp::{events::PacketEvent, responder::EventStream};
 
 type Subscribers = HashMap<SocketAddr, UnboundedSender<PacketEvent>>;
@@ -149,8 +152,8 @@ impl Flow {
         }
     }
 
-    /// Waits for a packet matching `pred`, at most `timeout`; the error says what was awaited
-    /// and what came instead.
+    /// Waits for a packet matching `pred`, at most `timeout`; the error (a [`NoReply`]) says
+    /// what was awaited and what came instead.
     pub async fn wait_for(
         &mut self,
         what: &str,
@@ -175,7 +178,11 @@ impl Flow {
                 shown.join("; ")
             )
         };
-        bail!("no {what} within {} ms ({saw})", timeout.as_millis())
+        Err(NoReply(format!(
+            "no {what} within {} ms ({saw})",
+            timeout.as_millis()
+        ))
+        .into())
     }
 
     /// Every packet that arrives before `deadline`.

@@ -1,6 +1,13 @@
 //! The scenario runner: the context every scenario gets, expectations per REMOTE OS, verdicts.
+//!
+//! Verdicts never lie: a scenario FAILs only when it returns a [`Broken`] error, i.e. a check
+//! on REMOTE's behaviour failed ([`Record::check_eq`], [`broken!`](crate::broken), or
+//! [`Blame::silence_fails`] on a wait for REMOTE's answer). Any other error means the scenario
+//! could not test REMOTE (LOCAL's sockets, netlink, commands, the responder, a service that is
+//! not there): its verdict is ERROR.
 pub mod capture;
 pub mod hub;
+pub mod outfile;
 pub mod report;
 pub mod run;
 pub mod tcp;
@@ -8,12 +15,13 @@ pub mod udp;
 
 use std::{
     collections::BTreeMap,
+    fmt,
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{Context as _, Result};
 use futures::future::BoxFuture;
 use ipnet::IpNet;
 use serde::Serialize;
@@ -227,7 +235,7 @@ impl Record {
         if measured == expected {
             Ok(())
         } else {
-            Err(anyhow!("{key} was {measured}, expected {expected}: {why}"))
+            Err(Broken(format!("{key} was {measured}, expected {expected}: {why}")).into())
         }
     }
 
@@ -250,8 +258,76 @@ pub struct Scenario {
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Pass,
+    /// REMOTE is broken: a check on its behaviour failed.
     Fail,
     Skip,
+    /// The scenario could not test REMOTE (a LOCAL problem); says nothing about REMOTE.
+    Error,
+}
+
+/// A check on REMOTE's behaviour failed: the scenario's verdict is FAIL. Made by
+/// [`Record::check_eq`], [`broken!`](crate::broken) and [`Blame::silence_fails`].
+#[derive(Debug)]
+pub struct Broken(pub String);
+
+impl fmt::Display for Broken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Broken {}
+
+/// REMOTE sent nothing that matched within the deadline ([`hub::Flow::wait_for`]). On its own
+/// an ERROR (REMOTE unreachable, a service missing); a FAIL where the scenario waits for
+/// REMOTE's answer to what it tests ([`Blame::silence_fails`]).
+#[derive(Debug)]
+pub struct NoReply(pub String);
+
+impl fmt::Display for NoReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoReply {}
+
+/// Like `anyhow::bail!`, for a check on REMOTE's behaviour: the scenario FAILs with this reason.
+#[macro_export]
+macro_rules! broken {
+    ($($arg:tt)*) => {
+        return Err($crate::suite::Broken(format!($($arg)*)).into())
+    };
+}
+
+/// Who is to blame for an error.
+pub trait Blame<T> {
+    /// For a wait on REMOTE's answer to what the scenario tests (a retransmission after the
+    /// ICMP, the reply after a Packet Too Big): REMOTE's silence is its failure. Other errors
+    /// (sending, the responder) stay LOCAL's.
+    fn silence_fails(self) -> Result<T>;
+}
+
+impl<T> Blame<T> for Result<T> {
+    fn silence_fails(self) -> Result<T> {
+        self.map_err(|e| {
+            if e.chain().any(|c| c.is::<NoReply>()) {
+                Broken(format!("{e:#}")).into()
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// The verdict a scenario's error earns: FAIL for a [`Broken`] anywhere in its chain, else
+/// ERROR.
+pub fn verdict_of(e: &anyhow::Error) -> Verdict {
+    if e.chain().any(|c| c.is::<Broken>()) {
+        Verdict::Fail
+    } else {
+        Verdict::Error
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -259,10 +335,57 @@ pub struct Outcome {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub name: &'static str,
+    /// The scenario's one-line description (the registry's text).
+    #[serde(skip)]
+    pub about: &'static str,
     pub verdict: Verdict,
     pub measured: BTreeMap<String, Value>,
     pub expected: BTreeMap<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub duration_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_checks_on_remote_fail_everything_else_is_an_error() {
+        let mut rec = Record::default();
+        let e = rec
+            .check_eq("len", 1500, 1300, "REMOTE ignored it")
+            .unwrap_err();
+        assert_eq!(verdict_of(&e), Verdict::Fail);
+        assert_eq!(
+            format!("{e:#}"),
+            "len was 1500, expected 1300: REMOTE ignored it"
+        );
+        assert_eq!(verdict_of(&e.context("in a step")), Verdict::Fail);
+        let local = anyhow::anyhow!("sending on LOCAL_IF: Network is down");
+        assert_eq!(verdict_of(&local), Verdict::Error);
+        let f = || -> Result<()> { broken!("REMOTE sent an atomic fragment: {}", 7) };
+        assert_eq!(verdict_of(&f().unwrap_err()), Verdict::Fail);
+    }
+
+    #[test]
+    fn silence_fails_only_where_remote_had_to_answer() {
+        let silent: anyhow::Error = NoReply("no echo reply within 2000 ms".into()).into();
+        assert_eq!(verdict_of(&silent), Verdict::Error);
+        let silent: Result<()> = Err(NoReply("no echo reply within 2000 ms".into()).into());
+        let e = silent
+            .map_err(|e| e.context("is echo listening?"))
+            .silence_fails()
+            .unwrap_err();
+        assert_eq!(verdict_of(&e), Verdict::Fail);
+        assert_eq!(
+            format!("{e:#}"),
+            "is echo listening?: no echo reply within 2000 ms"
+        );
+        let local: Result<()> = Err(anyhow::anyhow!("sending: Network is down"));
+        assert_eq!(
+            verdict_of(&local.silence_fails().unwrap_err()),
+            Verdict::Error
+        );
+    }
 }

@@ -183,3 +183,117 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// What a real TAP consumer (perl's TAP::Parser, the one `prove` uses) read from some TAP.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TapRead {
+    pub plan: String,
+    pub run: u32,
+    pub passed: Vec<u32>,
+    pub failed: Vec<u32>,
+    pub skipped: Vec<u32>,
+    pub parse_errors: Vec<String>,
+}
+
+/// Parses `tap` with TAP::Parser (Debian's perl; `cargo xtask setup` installs it).
+pub fn tap_parse(tap: &str) -> TapRead {
+    use std::io::Write as _;
+    const SCRIPT: &str = r#"
+        use TAP::Parser;
+        local $/; my $tap = <STDIN>;
+        my $p = TAP::Parser->new({ tap => $tap });
+        while (defined(my $r = $p->next)) {}
+        print "plan=", $p->plan, "\n";
+        print "run=", $p->tests_run, "\n";
+        print "passed=", join(",", $p->passed), "\n";
+        print "failed=", join(",", $p->failed), "\n";
+        print "skipped=", join(",", $p->skipped), "\n";
+        print "error=$_\n" for $p->parse_errors;
+    "#;
+    let mut child = Command::new("perl")
+        .args(["-e", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("perl (TAP::Parser): run `cargo xtask setup`");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(tap.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "TAP::Parser: {}", text(&out));
+    let mut read = TapRead {
+        plan: String::new(),
+        run: 0,
+        passed: Vec::new(),
+        failed: Vec::new(),
+        skipped: Vec::new(),
+        parse_errors: Vec::new(),
+    };
+    let numbers = |v: &str| -> Vec<u32> { v.split(',').filter_map(|n| n.parse().ok()).collect() };
+    for line in stdout(&out).lines() {
+        match line.split_once('=') {
+            Some(("plan", v)) => read.plan = v.into(),
+            Some(("run", v)) => read.run = v.parse().unwrap(),
+            Some(("passed", v)) => read.passed = numbers(v),
+            Some(("failed", v)) => read.failed = numbers(v),
+            Some(("skipped", v)) => read.skipped = numbers(v),
+            Some(("error", v)) => read.parse_errors.push(v.into()),
+            _ => panic!("unexpected TAP::Parser line {line}"),
+        }
+    }
+    read
+}
+
+/// Headless Chromium (Debian's `chromium`; `cargo xtask setup` installs it) with `args`, then
+/// `file`: (stdout, stderr). Its console messages are logged to stderr.
+pub fn chromium(args: &[&str], file: &Path) -> (String, String) {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .args(args)
+        .arg(format!("file://{}", file.display()))
+        .output()
+        .expect("chromium: run `cargo xtask setup`");
+    assert!(out.status.success(), "chromium: {}", text(&out));
+    (stdout(&out), stderr(&out))
+}
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique_name(prefix));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl LabGuard {
+    /// `pmtu --lab NAME lab exec -- ARGV`, which must succeed.
+    pub fn on_remote(&self, argv: &[&str]) {
+        let mut args = vec!["lab", "exec", "--"];
+        args.extend_from_slice(argv);
+        let out = self.pmtu(&args);
+        assert!(out.status.success(), "on REMOTE: {argv:?}: {}", text(&out));
+    }
+}
