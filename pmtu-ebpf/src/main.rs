@@ -98,24 +98,25 @@ pub(crate) fn count(counter: Counter) {
 #[inline(always)]
 fn handle(ctx: &XdpContext) -> Result<u32, ()> {
     let l2 = parse::l2(ctx)?;
-    let (pkt, rule) = match l2.ethertype {
+    match l2.ethertype {
         ETH_P_IP => {
             let ip = parse::ipv4_header(ctx, &l2)?;
             let Some(rule) = RULES_V4.get(Key::new(32, ip.dst_addr)) else {
                 return Ok(pass_untouched());
             };
-            (parse::ipv4(ctx, &l2, ip)?, rule)
+            let pkt = parse::ipv4(ctx, &l2, ip)?;
+            Ok(decide(ctx, &pkt, rule))
         }
         ETH_P_IPV6 => {
             let ip = parse::ipv6_header(ctx, &l2)?;
             let Some(rule) = RULES_V6.get(Key::new(128, ip.dst_addr)) else {
                 return Ok(pass_untouched());
             };
-            (parse::ipv6(ctx, &l2, ip)?, rule)
+            let pkt = parse::ipv6(ctx, &l2, ip)?;
+            Ok(decide(ctx, &pkt, rule))
         }
-        _ => return Ok(pass_untouched()),
-    };
-    Ok(decide(ctx, &pkt, rule))
+        _ => Ok(pass_untouched()),
+    }
 }
 
 #[inline(always)]

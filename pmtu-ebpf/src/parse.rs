@@ -335,14 +335,8 @@ pub fn names_one_host(family: u8, addr: &[u8; 16]) -> bool {
     if family == 4 {
         return !matches!(addr[0], 0 | 127 | 224..=255);
     }
-    if addr[0] == 0xff {
-        return false;
-    }
-    let high = u64::from_be_bytes([
-        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
-    ]);
-    let low = u64::from_be_bytes([
-        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
-    ]);
-    !(high == 0 && low <= 1)
+    const LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    // Whole-address compares: the address stays one value, not sixteen bytes.
+    let whole = u128::from_ne_bytes(*addr);
+    addr[0] != 0xff && whole != 0 && whole != u128::from_ne_bytes(LOOPBACK)
 }
