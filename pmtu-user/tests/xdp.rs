@@ -895,3 +895,66 @@ fn every_rule_counts_its_own_icmp_errors() {
     let (_, rule) = r.rules().into_iter().find(|(p, _)| *p == new).unwrap();
     assert_eq!((rule.slot, rule.sent), (slot, 0));
 }
+
+/// A bpffs mounted for one test, removed with everything pinned in it when dropped.
+struct Bpffs(std::path::PathBuf);
+
+impl Bpffs {
+    fn mount(name: &str) -> Bpffs {
+        use nix::mount::{mount, MsFlags};
+        let dir = std::env::temp_dir().join(format!("pmtu-xdp-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bpffs = Bpffs(dir);
+        mount(
+            Some("bpf"),
+            &bpffs.0,
+            Some("bpf"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=0700"),
+        )
+        .expect("mounting a bpffs (run as root)");
+        bpffs
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        use nix::mount::{umount2, MntFlags};
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn rules_added_through_pinned_maps_get_slots_of_their_own() {
+    let pins = Bpffs::mount("slots");
+    // The lab's way: one process loads and pins, installs the fake nets' rules...
+    let mut lab = Responder::load(Some(&pins.0)).unwrap();
+    lab.set_routers(ROUTER4, ROUTER6).unwrap();
+    lab.set_rule("198.51.100.0/24".parse().unwrap(), RuleSpec::observe())
+        .unwrap();
+    lab.set_rule("2001:db8:1::/64".parse().unwrap(), RuleSpec::observe())
+        .unwrap();
+    // ...and another opens the pins and adds a host's rule, which must not share a slot.
+    let mut second = Responder::open_pinned(&pins.0).unwrap();
+    let host = IpNet::from(IpAddr::V4(FAKE4));
+    second
+        .set_rule(host, RuleSpec::answer(1300).with_budget(1))
+        .unwrap();
+    let frame = segment(FAKE4.into(), 1500);
+    assert_eq!(run(&lab, &frame).action, XDP_TX);
+    assert_eq!(run(&lab, &frame).action, XDP_DROP, "budget of 1");
+    let rules = second.rules();
+    let mut slots: Vec<u32> = rules.iter().map(|(_, rule)| rule.slot).collect();
+    slots.sort();
+    assert_eq!(slots, [0, 1, 2]);
+    for (prefix, rule) in rules {
+        let want = if prefix == host { 1 } else { 0 };
+        assert_eq!(rule.sent, want, "{prefix}");
+    }
+}
