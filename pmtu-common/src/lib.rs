@@ -4,6 +4,61 @@
 //! boundary. Field order keeps every field naturally aligned without hidden padding.
 #![no_std]
 
+/// Declares a fieldless enum of small values once, with what both sides need from it:
+/// `from_u8`, `ALL` (every variant, in declaration order), `COUNT`, `name()` (the text used in
+/// status, events and rule parsing) and `from_name()`. Values must be 0, 1, 2, ... in order, so
+/// that a variant is also an index (the counters are a BPF array).
+macro_rules! named_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $ty:ident : $repr:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $value:literal => $name:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr($repr)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $ty {
+            $( $(#[$vmeta])* $variant = $value, )+
+        }
+
+        impl $ty {
+            /// Every variant, in value order.
+            pub const ALL: [Self; Self::COUNT] = [$(Self::$variant),+];
+            /// How many variants there are.
+            pub const COUNT: usize = [$($value),+].len();
+
+            pub const fn from_u8(v: u8) -> Option<Self> {
+                match v {
+                    $( $value => Some(Self::$variant), )+
+                    _ => None,
+                }
+            }
+
+            /// The variant's name in text (status, events, rules).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( Self::$variant => $name, )+
+                }
+            }
+
+            /// The variant called `name`.
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::ALL.into_iter().find(|v| v.name() == name)
+            }
+        }
+
+        // Values are 0..COUNT in declaration order: a value is its index in ALL.
+        const _: () = {
+            let mut i = 0;
+            while i < $ty::COUNT {
+                assert!($ty::ALL[i] as usize == i);
+                i += 1;
+            }
+        };
+    };
+}
+
 /// Name of the XDP program that plays the router (attached to LOCAL_IF).
 pub const PROG_RESPONDER: &str = "pmtu";
 /// Name of the pass-through XDP program put on the peer veth so that XDP_TX frames are delivered.
@@ -17,30 +72,25 @@ pub const MAP_RULES_V6: &str = "RULES_V6";
 pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_RULE_SENT: &str = "RULE_SENT";
+
+/// Rules each rule trie holds.
+pub const RULES_PER_FAMILY: u32 = 4096;
+/// Slots of the `RULE_SENT` array: one per rule of either family.
+pub const RULE_SLOTS: u32 = 2 * RULES_PER_FAMILY;
 
 /// Size of the event ring buffer in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 8 << 20;
 
-/// What a rule does with a packet that is larger than its MTU.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RuleAction {
-    /// Answer with ICMP "fragmentation needed" / ICMPv6 "Packet Too Big", as a router does.
-    Answer = 0,
-    /// Drop silently: a router behind an ICMP black hole.
-    Blackhole = 1,
-    /// Report only; never answer.
-    Observe = 2,
-}
-
-impl RuleAction {
-    pub const fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            0 => Some(Self::Answer),
-            1 => Some(Self::Blackhole),
-            2 => Some(Self::Observe),
-            _ => None,
-        }
+named_enum! {
+    /// What a rule does with a packet that is larger than its MTU.
+    pub enum RuleAction: u8 {
+        /// Answer with ICMP "fragmentation needed" / ICMPv6 "Packet Too Big", as a router does.
+        Answer = 0 => "answer",
+        /// Drop silently: a router behind an ICMP black hole.
+        Blackhole = 1 => "blackhole",
+        /// Report only; never answer.
+        Observe = 2 => "observe",
     }
 }
 
@@ -57,8 +107,10 @@ pub struct Rule {
     pub mtu: u32,
     /// How many ICMP errors this rule may send; 0 = no limit.
     pub budget: u32,
-    /// ICMP errors sent (or refused for lack of budget) so far; updated atomically by the program.
-    pub sent: u64,
+    /// This rule's index in `RULE_SENT`, where the program counts the ICMP errors it sent for
+    /// it. User space gives every installed rule (of both families) its own slot, below
+    /// [`RULE_SLOTS`], and zeroes the slot's count when it installs the rule.
+    pub slot: u32,
     /// A [`RuleAction`] as u8.
     pub action: u8,
     /// `RULE_F_*` bits.
@@ -66,7 +118,6 @@ pub struct Rule {
     /// Packets longer than this are too big; 0 = `mtu`. Lets a test announce an MTU that does
     /// not match the packet it quotes (a PTB of 1272 for a 1248-byte reply, say).
     pub limit: u16,
-    pub _pad: [u8; 4],
 }
 
 impl Rule {
@@ -92,39 +143,29 @@ pub struct Config {
     pub _pad: [u8; 3],
 }
 
-/// What the program did with a packet toward a rule's prefix.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventAction {
-    /// Fits the MTU (or the rule only observes): reported, then dropped or passed.
-    Observed = 0,
-    /// Too big: answered with ICMP frag-needed / Packet Too Big (XDP_TX).
-    Answered = 1,
-    /// Too big: dropped silently (ICMP black hole rule).
-    Blackholed = 2,
-    /// Too big, but the rule's ICMP budget is spent: dropped without ICMP.
-    BudgetExhausted = 3,
-    /// IPv4 too big without DF: a router would fragment it; not answered.
-    NotDf = 4,
-    /// Too big, but an ICMP error must not be sent for it (an ICMP error itself, or a
-    /// non-initial fragment): not answered.
-    NotAnswerable = 5,
-    /// Too big, observe-only rule.
-    TooBigObserved = 6,
-}
-
-impl EventAction {
-    pub const fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            0 => Some(Self::Observed),
-            1 => Some(Self::Answered),
-            2 => Some(Self::Blackholed),
-            3 => Some(Self::BudgetExhausted),
-            4 => Some(Self::NotDf),
-            5 => Some(Self::NotAnswerable),
-            6 => Some(Self::TooBigObserved),
-            _ => None,
-        }
+named_enum! {
+    /// What the program did with a packet toward a rule's prefix: the action actually taken.
+    pub enum EventAction: u8 {
+        /// Fits the MTU: reported, then dropped or passed.
+        Observed = 0 => "observed",
+        /// Too big: answered with ICMP frag-needed / Packet Too Big (XDP_TX).
+        Answered = 1 => "answered",
+        /// Too big: dropped silently (ICMP black hole rule).
+        Blackholed = 2 => "blackholed",
+        /// Too big, but the rule's ICMP budget is spent: dropped without ICMP.
+        BudgetExhausted = 3 => "budget_exhausted",
+        /// IPv4 too big without DF: a router would fragment it; not answered.
+        NotDf = 4 => "not_df",
+        /// Too big, but an ICMP error must not or cannot be sent for it: an ICMP error itself,
+        /// a non-initial fragment, an extension header chain too long to walk, a source that is
+        /// not one host, a group or broadcast MAC, a frame shorter than its IP length, a bad
+        /// IPv4 header checksum. Not answered.
+        NotAnswerable = 5 => "not_answerable",
+        /// Too big, observe-only rule.
+        TooBigObserved = 6 => "too_big_observed",
+        /// Too big and to be answered, but the answer could not be built (no router address
+        /// for the family, a helper refused): dropped; the budget is not spent.
+        AnswerFailed = 7 => "answer_failed",
     }
 }
 
@@ -182,67 +223,37 @@ pub struct Event {
     pub head: [u8; EVENT_HEAD_BYTES],
 }
 
-/// Per-CPU counters, indexes into the `COUNTERS` array.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    /// Packets toward a rule's prefix.
-    Seen = 0,
-    /// Packets that matched no rule and were passed untouched.
-    Passed = 1,
-    /// ICMP errors sent.
-    Answered = 2,
-    /// Too-big packets dropped by a black-hole rule.
-    Blackholed = 3,
-    /// Too-big packets not answered because the budget was spent.
-    BudgetExhausted = 4,
-    /// Events that did not fit in the ring buffer.
-    EventsLost = 5,
-    /// Frames that could not be parsed (truncated, malformed): passed untouched.
-    ParseErrors = 6,
-    /// Packets toward a rule's prefix that fit its MTU.
-    Fit = 7,
-    /// Too-big IPv4 packets without DF.
-    NotDf = 8,
-    /// Too-big packets for which no ICMP error may be sent.
-    NotAnswerable = 9,
-    /// ICMP errors that could not be built (helper failure): the packet was dropped.
-    AnswerFailed = 10,
-}
-
-pub const COUNTER_COUNT: u32 = 11;
-
-impl Counter {
-    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
-        Counter::Seen,
-        Counter::Passed,
-        Counter::Answered,
-        Counter::Blackholed,
-        Counter::BudgetExhausted,
-        Counter::EventsLost,
-        Counter::ParseErrors,
-        Counter::Fit,
-        Counter::NotDf,
-        Counter::NotAnswerable,
-        Counter::AnswerFailed,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::Seen => "seen",
-            Counter::Passed => "passed",
-            Counter::Answered => "answered",
-            Counter::Blackholed => "blackholed",
-            Counter::BudgetExhausted => "budget_exhausted",
-            Counter::EventsLost => "events_lost",
-            Counter::ParseErrors => "parse_errors",
-            Counter::Fit => "fit",
-            Counter::NotDf => "not_df",
-            Counter::NotAnswerable => "not_answerable",
-            Counter::AnswerFailed => "answer_failed",
-        }
+named_enum! {
+    /// Per-CPU counters, indexes into the `COUNTERS` array.
+    pub enum Counter: u8 {
+        /// Packets toward a rule's prefix.
+        Seen = 0 => "seen",
+        /// Packets that matched no rule and were passed untouched.
+        Passed = 1 => "passed",
+        /// ICMP errors sent.
+        Answered = 2 => "answered",
+        /// Too-big packets dropped by a black-hole rule.
+        Blackholed = 3 => "blackholed",
+        /// Too-big packets not answered because the budget was spent.
+        BudgetExhausted = 4 => "budget_exhausted",
+        /// Events that did not fit in the ring buffer.
+        EventsLost = 5 => "events_lost",
+        /// Frames that could not be parsed (truncated, malformed): passed untouched.
+        ParseErrors = 6 => "parse_errors",
+        /// Packets toward a rule's prefix that fit its MTU.
+        Fit = 7 => "fit",
+        /// Too-big IPv4 packets without DF.
+        NotDf = 8 => "not_df",
+        /// Too-big packets for which no ICMP error may be sent (see
+        /// [`EventAction::NotAnswerable`]).
+        NotAnswerable = 9 => "not_answerable",
+        /// ICMP errors that could not be built: the packet was dropped.
+        AnswerFailed = 10 => "answer_failed",
     }
 }
+
+/// Size of the `COUNTERS` array.
+pub const COUNTER_COUNT: u32 = Counter::COUNT as u32;
 
 /// RFC 1812 4.3.2.3: an ICMP error carries as much of the original as fits in 576 bytes.
 pub const ICMP4_MAX_ERROR_LEN: usize = 576;
@@ -268,8 +279,68 @@ mod tests {
 
     #[test]
     fn layouts_have_no_hidden_padding() {
-        assert_eq!(size_of::<Rule>(), 24);
+        assert_eq!(size_of::<Rule>(), 16);
         assert_eq!(size_of::<Config>(), 24);
         assert_eq!(size_of::<Event>(), 8 + 32 + 20 + 12 + 8 + EVENT_HEAD_BYTES);
+    }
+
+    /// For every variant of a `named_enum!`: its value and its name lead back to it, no two
+    /// variants share a value or a name, and nothing outside the list is accepted.
+    macro_rules! check_round_trips {
+        ($ty:ident) => {{
+            assert_eq!($ty::ALL.len(), $ty::COUNT);
+            for (i, v) in $ty::ALL.into_iter().enumerate() {
+                assert_eq!(v as usize, i, "{v:?}: value is not its index");
+                assert_eq!($ty::from_u8(v as u8), Some(v));
+                assert_eq!($ty::from_name(v.name()), Some(v), "{}", v.name());
+                assert!(!v.name().is_empty());
+                assert!(
+                    v.name()
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                    "{}: names are lower-case words joined by _",
+                    v.name()
+                );
+                for w in &$ty::ALL[i + 1..] {
+                    assert_ne!(v.name(), w.name(), "two variants share a name");
+                }
+            }
+            for v in $ty::COUNT..=255 {
+                assert_eq!($ty::from_u8(v as u8), None, "{v}");
+            }
+            for bad in ["", "Answer", " answer", "answer ", "nonsense"] {
+                assert_eq!($ty::from_name(bad), None, "{bad:?}");
+            }
+        }};
+    }
+
+    #[test]
+    fn rule_actions_round_trip() {
+        check_round_trips!(RuleAction);
+        assert_eq!(
+            RuleAction::from_name("blackhole"),
+            Some(RuleAction::Blackhole)
+        );
+        assert_eq!(RuleAction::Observe.name(), "observe");
+    }
+
+    #[test]
+    fn event_actions_round_trip() {
+        check_round_trips!(EventAction);
+        assert_eq!(EventAction::AnswerFailed.name(), "answer_failed");
+    }
+
+    #[test]
+    fn counters_round_trip_and_size_the_map() {
+        check_round_trips!(Counter);
+        assert_eq!(COUNTER_COUNT as usize, Counter::ALL.len());
+        assert_eq!(
+            Counter::ALL[COUNTER_COUNT as usize - 1],
+            Counter::AnswerFailed
+        );
+        assert_eq!(
+            Counter::from_name("not_answerable"),
+            Some(Counter::NotAnswerable)
+        );
     }
 }

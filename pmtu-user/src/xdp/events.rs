@@ -198,6 +198,7 @@ fn action_text(a: Option<EventAction>) -> &'static str {
         Some(EventAction::NotDf) => "too big, no DF",
         Some(EventAction::NotAnswerable) => "too big, not answerable",
         Some(EventAction::TooBigObserved) => "too big, observed",
+        Some(EventAction::AnswerFailed) => "too big, ANSWER FAILED",
         None => "?",
     }
 }

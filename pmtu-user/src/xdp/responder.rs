@@ -4,6 +4,7 @@
 //! everything) or holds only maps opened from a lab's pins ([`Responder::open_pinned`]), in which
 //! case the programs stay attached after it is dropped.
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
@@ -20,7 +21,8 @@ use ipnet::IpNet;
 use nix::errno::Errno;
 use pmtu_common::{
     Config, Counter, Event, Rule, RuleAction, COUNTER_COUNT, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS,
-    MAP_RULES_V4, MAP_RULES_V6, PROG_FLOOR, PROG_PASS, PROG_RESPONDER, RULE_F_PASS,
+    MAP_RULES_V4, MAP_RULES_V6, MAP_RULE_SENT, PROG_FLOOR, PROG_PASS, PROG_RESPONDER, RULE_F_PASS,
+    RULE_SLOTS,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -95,17 +97,32 @@ impl RuleSpec {
         self
     }
 
-    fn to_rule(self) -> Rule {
+    fn to_rule(self, slot: u32) -> Rule {
         Rule {
             mtu: self.mtu,
             budget: self.budget,
-            sent: 0,
+            slot,
             action: self.action as u8,
             flags: if self.pass { RULE_F_PASS } else { 0 },
             limit: self.limit,
-            _pad: [0; 4],
         }
     }
+}
+
+/// A rule as installed: its value in the rule map and the ICMP errors sent for it so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstalledRule {
+    pub mtu: u32,
+    pub budget: u32,
+    /// ICMP errors sent for this rule since it was installed.
+    pub sent: u64,
+    /// A [`RuleAction`] as u8.
+    pub action: u8,
+    /// `RULE_F_*` bits.
+    pub flags: u8,
+    pub limit: u16,
+    /// Its index in the program's per-rule counts.
+    pub slot: u32,
 }
 
 /// The result of one BPF_PROG_TEST_RUN.
@@ -131,6 +148,10 @@ pub struct Responder {
     rules_v6: LpmTrie<MapData, [u8; 16], Rule>,
     config: Array<MapData, Config>,
     counters: PerCpuArray<MapData, u64>,
+    /// ICMP errors sent per rule, indexed by the rule's slot.
+    rule_sent: Array<MapData, u64>,
+    /// Which slot each installed rule has; read from the maps on first use.
+    slots: Option<HashMap<IpNet, u32>>,
     events: Option<RingBuf<MapData>>,
     logger: Logger,
     pin_dir: Option<PathBuf>,
@@ -222,6 +243,7 @@ impl Responder {
         let rules_v6 = take(MAP_RULES_V6)?.try_into()?;
         let config = take(MAP_CONFIG)?.try_into()?;
         let counters = take(MAP_COUNTERS)?.try_into()?;
+        let rule_sent = take(MAP_RULE_SENT)?.try_into()?;
         let events = take(MAP_EVENTS)?.try_into()?;
         Ok(Self {
             ebpf: Some(ebpf),
@@ -229,6 +251,8 @@ impl Responder {
             rules_v6,
             config,
             counters,
+            rule_sent,
+            slots: None,
             events: Some(events),
             logger,
             pin_dir: pin_dir.map(Path::to_path_buf),
@@ -253,6 +277,8 @@ impl Responder {
             rules_v6: open(MAP_RULES_V6)?.try_into()?,
             config: open(MAP_CONFIG)?.try_into()?,
             counters: open(MAP_COUNTERS)?.try_into()?,
+            rule_sent: open(MAP_RULE_SENT)?.try_into()?,
+            slots: None,
             events: Some(open(MAP_EVENTS)?.try_into()?),
             logger: Logger::None,
             pin_dir: None,
@@ -332,8 +358,14 @@ impl Responder {
 
     /// Adds or replaces the rule for `prefix` (its ICMP count starts again at 0).
     pub fn set_rule(&mut self, prefix: IpNet, spec: RuleSpec) -> Result<()> {
-        let rule = spec.to_rule();
-        match prefix.trunc() {
+        let prefix = prefix.trunc();
+        let slot = self.slot_for(prefix)?;
+        // The count starts at 0 before the rule that uses it is there.
+        self.rule_sent
+            .set(slot, 0, 0)
+            .with_context(|| format!("resetting the ICMP count of the rule for {prefix}"))?;
+        let rule = spec.to_rule(slot);
+        match prefix {
             IpNet::V4(net) => {
                 let key = Key::new(net.prefix_len() as u32, net.network().octets());
                 self.rules_v4.insert(&key, rule, 0)
@@ -343,12 +375,51 @@ impl Responder {
                 self.rules_v6.insert(&key, rule, 0)
             }
         }
-        .with_context(|| format!("writing the rule for {prefix}"))
+        .with_context(|| format!("writing the rule for {prefix}"))?;
+        self.slots_mut().insert(prefix, slot);
+        Ok(())
+    }
+
+    /// The rule slots in use, read from the rule maps the first time (another process, the
+    /// lab's, may have installed rules).
+    fn slots_mut(&mut self) -> &mut HashMap<IpNet, u32> {
+        if self.slots.is_none() {
+            let book = self
+                .rule_values()
+                .into_iter()
+                .map(|(prefix, rule)| (prefix, rule.slot))
+                .collect();
+            self.slots = Some(book);
+        }
+        self.slots.get_or_insert_with(HashMap::new)
+    }
+
+    /// `prefix`'s slot if it has a rule, else the lowest free one.
+    fn slot_for(&mut self, prefix: IpNet) -> Result<u32> {
+        let book = self.slots_mut();
+        if let Some(slot) = book.get(&prefix) {
+            return Ok(*slot);
+        }
+        let mut used = vec![false; RULE_SLOTS as usize];
+        for slot in book.values() {
+            if let Some(u) = used.get_mut(*slot as usize) {
+                *u = true;
+            }
+        }
+        used.iter()
+            .position(|u| !u)
+            .map(|slot| slot as u32)
+            .ok_or_else(|| {
+                anyhow!(
+                    "no room for the rule for {prefix}: {RULE_SLOTS} rules are installed already"
+                )
+            })
     }
 
     /// Removes the rule for exactly `prefix`; absent is not an error.
     pub fn remove_rule(&mut self, prefix: IpNet) -> Result<()> {
-        let result = match prefix.trunc() {
+        let prefix = prefix.trunc();
+        let result = match prefix {
             IpNet::V4(net) => self
                 .rules_v4
                 .remove(&Key::new(net.prefix_len() as u32, net.network().octets())),
@@ -357,14 +428,13 @@ impl Responder {
                 .remove(&Key::new(net.prefix_len() as u32, net.network().octets())),
         };
         match result {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(Errno::ENOENT as i32) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e).with_context(|| format!("removing the rule for {prefix}")),
+                if e.io_error.raw_os_error() == Some(Errno::ENOENT as i32) => {}
+            Err(e) => return Err(e).with_context(|| format!("removing the rule for {prefix}")),
         }
+        self.slots_mut().remove(&prefix);
+        Ok(())
     }
 
     /// The rule that applies to `addr` (longest prefix match), if any.
@@ -375,8 +445,8 @@ impl Responder {
         }
     }
 
-    /// Every rule: prefix and value.
-    pub fn rules(&self) -> Vec<(IpNet, Rule)> {
+    /// Every rule: prefix and map value.
+    fn rule_values(&self) -> Vec<(IpNet, Rule)> {
         let mut out = Vec::new();
         for (key, rule) in self.rules_v4.iter().flatten() {
             if let Ok(net) = ipnet::Ipv4Net::new(Ipv4Addr::from(key.data()), key.prefix_len() as u8)
@@ -393,9 +463,28 @@ impl Responder {
         out
     }
 
+    /// Every rule, with the ICMP errors sent for it.
+    pub fn rules(&self) -> Vec<(IpNet, InstalledRule)> {
+        self.rule_values()
+            .into_iter()
+            .map(|(prefix, rule)| {
+                let installed = InstalledRule {
+                    mtu: rule.mtu,
+                    budget: rule.budget,
+                    sent: self.rule_sent.get(&rule.slot, 0).unwrap_or(0),
+                    action: rule.action,
+                    flags: rule.flags,
+                    limit: rule.limit,
+                    slot: rule.slot,
+                };
+                (prefix, installed)
+            })
+            .collect()
+    }
+
     /// Removes every rule.
     pub fn clear_rules(&mut self) -> Result<()> {
-        for (prefix, _) in self.rules() {
+        for (prefix, _) in self.rule_values() {
             self.remove_rule(prefix)?;
         }
         Ok(())
@@ -572,9 +661,11 @@ pub fn parse_rule(text: &str, allow_below_minimum: bool) -> Result<(IpNet, RuleS
     let mut spec = RuleSpec::answer(mtu);
     for part in parts {
         match part.split_once('=') {
-            Some(("action", "answer")) => spec.action = RuleAction::Answer,
-            Some(("action", "blackhole")) => spec.action = RuleAction::Blackhole,
-            Some(("action", "observe")) => spec.action = RuleAction::Observe,
+            Some(("action", name)) => {
+                spec.action = RuleAction::from_name(name).ok_or_else(|| {
+                    anyhow!("rule `{text}`: unknown action `{name}` (known: {})", action_names())
+                })?
+            }
             Some(("limit", n)) => {
                 spec.limit = n
                     .parse()
@@ -587,11 +678,17 @@ pub fn parse_rule(text: &str, allow_below_minimum: bool) -> Result<(IpNet, RuleS
             }
             None if part == "pass" => spec.pass = true,
             _ => bail!(
-                "rule `{text}`: unknown option `{part}` (known: action=answer|blackhole|observe, budget=N, limit=N, pass)"
+                "rule `{text}`: unknown option `{part}` (known: action={}, budget=N, limit=N, pass)",
+                action_names()
             ),
         }
     }
     Ok((prefix, spec))
+}
+
+/// `answer|blackhole|observe`.
+fn action_names() -> String {
+    RuleAction::ALL.map(RuleAction::name).join("|")
 }
 
 #[cfg(test)]
@@ -623,6 +720,10 @@ mod tests {
             ("2001:db8::/32=1279", "below the minimum"),
             ("198.51.100.0/24=70000", "larger than"),
             ("198.51.100.0/24=1300,color=red", "unknown option"),
+            (
+                "198.51.100.0/24=1300,action=reflect",
+                "unknown action `reflect` (known: answer|blackhole|observe)",
+            ),
         ] {
             let err = parse_rule(bad, false).unwrap_err().to_string();
             assert!(err.contains(says), "{bad}: {err}");

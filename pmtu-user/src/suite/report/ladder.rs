@@ -172,6 +172,12 @@ fn route(kind: FrameKind) -> (Column, Column, Style, Option<&'static str>) {
             Some(EventAction::TooBigObserved) => {
                 (Remote, Fake, Style::Remote, Some("too big, observed"))
             }
+            Some(EventAction::AnswerFailed) => (
+                Remote,
+                Router,
+                Style::Dropped,
+                Some("too big, the answer could not be built: dropped"),
+            ),
             None => (Remote, Fake, Style::Remote, Some("unknown action")),
         },
     }
