@@ -266,9 +266,10 @@ pub const ICMP6_HEADERS: usize = 40 + 8;
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all of these are #[repr(C)] plain data without padding holes that matter and
-    // are valid for every bit pattern.
+    // SAFETY: #[repr(C)] plain data of integers only, with no padding (the layout test below
+    // checks the sizes), valid for every bit pattern.
     unsafe impl aya::Pod for super::Rule {}
+    // SAFETY: as for Rule: #[repr(C)], integers and byte arrays only, no padding.
     unsafe impl aya::Pod for super::Config {}
 }
 
