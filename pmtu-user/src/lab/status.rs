@@ -198,12 +198,9 @@ pub fn status_report(name: &str) -> Result<LabStatus> {
                     .into_iter()
                     .map(|(prefix, rule)| RuleStatus {
                         prefix: prefix.to_string(),
-                        action: match RuleAction::from_u8(rule.action) {
-                            Some(RuleAction::Answer) => "answer".to_string(),
-                            Some(RuleAction::Blackhole) => "blackhole".to_string(),
-                            Some(RuleAction::Observe) => "observe".to_string(),
-                            None => format!("unknown ({})", rule.action),
-                        },
+                        action: RuleAction::from_u8(rule.action)
+                            .map(|a| a.name().to_string())
+                            .unwrap_or_else(|| format!("unknown ({})", rule.action)),
                         mtu: rule.mtu,
                         budget: rule.budget,
                         sent: rule.sent,

@@ -2,3 +2,4 @@
 //! test runs) and the events it reports.
 pub mod events;
 pub mod responder;
+pub mod rules;
