@@ -21,7 +21,7 @@ use pmtu::{
 
 mod common;
 
-use common::{unique_name, wait_until, LabGuard as Guard, PMTU};
+use common::{unique_name, wait_until_none, LabGuard as Guard, PMTU};
 
 /// Fails clearly when the binary does not have subcommand `sub` yet.
 fn require_subcommand(sub: &str) {
@@ -254,10 +254,10 @@ fn check_gone(name: &str, inodes: &[u64]) {
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&format!("/run/pmtu/{name}/")), "{mounts}");
     // Namespace teardown and the reaping of orphans are asynchronous: wait for it.
-    wait_until(
+    wait_until_none(
         Duration::from_secs(5),
         "no process left in the lab's namespaces",
-        || processes_in(inodes).is_empty(),
+        || processes_in(inodes),
     );
 }
 
@@ -318,10 +318,10 @@ fn up_again_replaces_the_lab() {
         !old_inodes.is_empty() && old_inodes.iter().all(|i| *i != 0),
         "the old lab's namespaces were identified"
     );
-    wait_until(
+    wait_until_none(
         Duration::from_secs(5),
         "no process left in the replaced lab's namespaces",
-        || processes_in(&old_inodes).is_empty(),
+        || processes_in(&old_inodes),
     );
     assert_ne!(
         ns_inode(&second.remote_ns()),
@@ -461,10 +461,10 @@ fn a_service_that_does_not_come_up_is_named_and_nothing_is_left() {
             .filter(|c| c.contains(&dir.display().to_string()) || c.starts_with("sleep 37"))
             .collect()
     };
-    wait_until(
+    wait_until_none(
         Duration::from_secs(5),
         "the failed service's processes gone",
-        || left_running().is_empty(),
+        left_running,
     );
     fs::remove_dir_all(&dir).unwrap();
 }

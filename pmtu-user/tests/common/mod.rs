@@ -297,3 +297,24 @@ impl LabGuard {
         assert!(out.status.success(), "on REMOTE: {argv:?}: {}", text(&out));
     }
 }
+
+/// Polls `left` until it returns nothing; panics with `what` and what was still there after
+/// `limit`.
+pub fn wait_until_none<T: std::fmt::Debug>(
+    limit: Duration,
+    what: &str,
+    mut left: impl FnMut() -> Vec<T>,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = left();
+        if now.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still there after {limit:?}: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
