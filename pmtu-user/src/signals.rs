@@ -1,4 +1,4 @@
-//! SIGINT and SIGTERM as a future: commands select on it and then unwind normally, so that
+//! SIGINT, SIGTERM and SIGHUP (a closed terminal) as a future: commands select on it and then unwind normally, so that
 //! every guard (lab, XDP attachment) cleans up as on any other exit.
 //!
 //! [`install`] runs first thing in `main`: from then on the signals never kill the process
@@ -22,14 +22,15 @@ fn notify() -> &'static Notify {
     NOTIFY.get_or_init(Notify::new)
 }
 
-/// Catches SIGINT and SIGTERM from now on. Call inside the tokio runtime.
+/// Catches SIGINT, SIGTERM and SIGHUP from now on. Call inside the tokio runtime.
 pub fn install() {
     INSTALL.call_once(|| {
-        let (Ok(mut int), Ok(mut term)) = (
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
         ) else {
-            log::warn!("cannot catch SIGINT/SIGTERM: Ctrl-C may leave a lab behind");
+            log::warn!("cannot catch SIGINT/SIGTERM/SIGHUP: Ctrl-C may leave a lab behind");
             return;
         };
         tokio::spawn(async move {
@@ -37,6 +38,7 @@ pub fn install() {
                 tokio::select! {
                     _ = int.recv() => {}
                     _ = term.recv() => {}
+                    _ = hup.recv() => {}
                 }
                 REQUESTED.store(true, Ordering::SeqCst);
                 notify().notify_waiters();
@@ -50,7 +52,7 @@ pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
 }
 
-/// Completes at the first SIGINT or SIGTERM, or at once if one came already.
+/// Completes at the first SIGINT, SIGTERM or SIGHUP, or at once if one came already.
 pub async fn stop() {
     install();
     loop {
