@@ -4,14 +4,17 @@
 //! thread of its own ([`run_in`]); sockets and BPF links created there stay bound to that
 //! namespace after the thread ends. Child processes enter it between fork and exec ([`command`]).
 use std::{
-    fs::File,
-    os::{fd::AsFd as _, unix::process::CommandExt as _},
+    fs::{self, File},
+    os::{
+        fd::AsFd as _,
+        unix::{fs::MetadataExt as _, process::CommandExt as _},
+    },
     path::PathBuf,
     process::{Command, Stdio},
 };
 
 use anyhow::{bail, Context as _, Result};
-use nix::sched::{setns, CloneFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 
 pub const NETNS_DIR: &str = "/run/netns";
 
@@ -32,6 +35,55 @@ fn open(name: &str) -> Result<File> {
 /// Creates the namespace with `ip netns add` (which also makes /run/netns a shared mount).
 pub fn add(name: &str) -> Result<()> {
     run_ip(&["netns", "add", name]).with_context(|| format!("creating network namespace `{name}`"))
+}
+
+/// The namespace's identity: the inode of its nsfs file (what /proc/PID/ns/net links to as
+/// `net:[INODE]`). None when there is no such named namespace.
+pub fn inode(name: &str) -> Option<u64> {
+    fs::metadata(path(name)).ok().map(|m| m.ino())
+}
+
+/// Creates namespace `name`, handing its identity to `record` before the name exists.
+///
+/// A thread unshares a new network namespace, `record` stores its inode (e.g. in a lab's
+/// state), and only then `ip netns attach` gives it its name (refusing a name that is taken).
+/// So a namespace of that name with that inode was made here, whenever the process is killed:
+/// before the attach the namespace dies with the thread, after it the record already names it.
+pub fn add_recorded(name: &str, record: impl FnOnce(u64) -> Result<()> + Send) -> Result<u64> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .context("creating a network namespace (needs root)")?;
+            let ino = fs::metadata("/proc/thread-self/ns/net")
+                .context("reading the new namespace's identity")?
+                .ino();
+            record(ino)?;
+            let tid = nix::unistd::gettid().to_string();
+            run_ip(&["netns", "attach", name, &tid])?;
+            if inode(name) != Some(ino) {
+                bail!("`ip netns attach {name}` did not name the namespace just made");
+            }
+            Ok(ino)
+        })
+        .join()
+        .unwrap_or_else(|_| bail!("creating network namespace `{name}` panicked"))
+    })
+    .with_context(|| format!("creating network namespace `{name}`"))
+}
+
+/// The processes (thread-group leaders) whose network namespace is the one with `ino`.
+pub fn pids_in(ino: u64) -> Vec<i32> {
+    let want = format!("net:[{ino}]");
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_link(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|l| l.as_os_str() == want.as_str())
+        })
+        .collect()
 }
 
 /// Deletes the namespace; its interfaces go with it. Absent is not an error.
