@@ -19,7 +19,7 @@ use pmtu::{
     net::rawsock::RawSocket,
     scenarios, signals,
     suite::{
-        capture::Capture,
+        capture::{self, Capture},
         hub::Hub,
         report::{print_summary, Format},
         run, Ctx, Profile, ProfileName, Scenario, Verdict,
@@ -169,9 +169,8 @@ pub async fn cli(
     require_root("pmtu run")?;
     super::lab::require_capabilities("pmtu run")?;
     if let Some(path) = &args.pcap {
-        // Fail now, not after the run.
-        std::fs::File::create(path)
-            .with_context(|| format!("cannot write the pcap file {}", path.display()))?;
+        // Fail now, not after the run (an existing file stays as it is until the run's end).
+        capture::check_writable(path)?;
     }
     let started = Instant::now();
     let mut setup = setup(lab_name, mode, args.profile)?;
