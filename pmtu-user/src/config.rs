@@ -220,7 +220,10 @@ impl Topology {
                          e.g. {}",
                         self.fake_net_addr,
                         self.fake_net,
-                        self.fake_net.hosts().nth(21).unwrap_or(self.fake_net.network())
+                        self.fake_net
+                            .hosts()
+                            .nth(21)
+                            .unwrap_or(self.fake_net.network())
                     ));
                 }
             }

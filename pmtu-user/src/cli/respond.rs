@@ -157,7 +157,10 @@ fn describe(rule: &RespondRule) -> String {
     } else {
         "packets that are not answered are dropped"
     };
-    format!("{}: mtu {}, {action}, {limit}, {fits}", rule.prefix, spec.mtu)
+    format!(
+        "{}: mtu {}, {action}, {limit}, {fits}",
+        rule.prefix, spec.mtu
+    )
 }
 
 pub async fn cli(args: RespondArgs, mode: AttachMode) -> Result<()> {

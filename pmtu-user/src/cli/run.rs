@@ -17,6 +17,7 @@ use pmtu::{
     config::Topology,
     lab::{self, Found, LabLock, UpOptions},
     net::rawsock::RawSocket,
+    remote::Remote,
     scenarios, signals,
     suite::{
         capture::{self, Capture},
@@ -61,6 +62,12 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
         if topo.remote_netns.is_none() && topo.remote_ssh.is_none() {
             bail!("REMOTE_SSH is not set: a real REMOTE needs it to reset its routes (or give REMOTE_NETNS for a REMOTE in a local namespace)");
         }
+        // A bad REMOTE_SSH is a set-up error now, not a failed scenario later.
+        Remote::new(
+            topo.remote_netns.as_deref(),
+            topo.remote_ssh.as_deref(),
+            topo.local_netns.as_deref(),
+        )?;
         log::info!("REMOTE from the environment, LOCAL_IF {}", topo.local_if);
         // Variables that describe a lab (`pmtu lab status --env`) use its responder.
         let lab_of_ns = topo
@@ -197,7 +204,9 @@ pub async fn cli(
 
     // LOCAL set-ups that would make scenarios blame REMOTE are an error, never a FAIL; check-setup
     // alone reports them as its own failures.
-    let only_check_setup = selected.iter().all(|s| s.name == scenarios::check_setup::SCENARIO.name);
+    let only_check_setup = selected
+        .iter()
+        .all(|s| s.name == scenarios::check_setup::SCENARIO.name);
     if !only_check_setup {
         let problems = scenarios::check_setup::local_setup_problems(&ctx).await;
         if !problems.is_empty() {

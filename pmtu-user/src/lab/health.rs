@@ -55,7 +55,12 @@ pub fn unusable_reasons(name: &str) -> Vec<String> {
     let state = state_dir(name);
     let record = match LabRecord::load(&state) {
         Ok(Some(r)) => r,
-        Ok(None) => return vec![format!("it has no record ({} is missing)", record::RECORD_FILE)],
+        Ok(None) => {
+            return vec![format!(
+                "it has no record ({} is missing)",
+                record::RECORD_FILE
+            )]
+        }
         Err(e) => return vec![format!("{e:#}")],
     };
     if !record.complete {

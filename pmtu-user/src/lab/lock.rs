@@ -35,7 +35,11 @@ pub fn lock_path(name: &str) -> PathBuf {
 
 /// The wait from PMTU_LOCK_WAIT (seconds, fractions allowed), else [`DEFAULT_WAIT`].
 pub fn wait_from_env() -> Result<Duration> {
-    match std::env::var("PMTU_LOCK_WAIT").ok().as_deref().map(str::trim) {
+    match std::env::var("PMTU_LOCK_WAIT")
+        .ok()
+        .as_deref()
+        .map(str::trim)
+    {
         None | Some("") => Ok(DEFAULT_WAIT),
         Some(text) => text
             .parse::<f64>()
@@ -138,7 +142,10 @@ fn open_lock_file(path: &Path) -> Result<File> {
 /// The PID holding the flock on `path`, from /proc/locks; None when it is free or unknown.
 pub fn holder_of(path: &Path) -> Option<i32> {
     let meta = fs::metadata(path).ok()?;
-    let (major, minor) = (nix::sys::stat::major(meta.dev()), nix::sys::stat::minor(meta.dev()));
+    let (major, minor) = (
+        nix::sys::stat::major(meta.dev()),
+        nix::sys::stat::minor(meta.dev()),
+    );
     let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
     let locks = fs::read_to_string("/proc/locks").ok()?;
     // "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF"; waiters are marked "->".

@@ -47,15 +47,15 @@ use bpffs::mount_bpffs;
 pub use health::{exists, find, foreign_namespaces, open, unusable_reasons, Found};
 use health::{has_leftovers, refuse_foreign};
 pub use lock::LabLock;
-use record::{LabRecord, MadeNamespace};
-pub use teardown::{clear_traces, down, down_locked};
-use teardown::clear;
 pub use plan::{
     local_ns, pin_dir, remote_ns, state_dir, validate_name, DEFAULT_NAME, LINK_PREFIX_V4,
     LINK_PREFIX_V6, LOCAL_IF, LOCAL_MAC, REMOTE_IF, REMOTE_MAC,
 };
+use record::{LabRecord, MadeNamespace};
 use service::{start_service, wait_for_services};
 pub use service::{ServiceChoice, ServiceKind, ServiceRecord, UpOptions};
+use teardown::clear;
+pub use teardown::{clear_traces, down, down_locked};
 
 /// A lab that is up.
 #[derive(Clone, Debug)]
@@ -114,7 +114,9 @@ pub fn up(name: &str, mode: AttachMode) -> Result<Lab> {
 /// [`up`] with explicit options: takes the lab's lock for the time of the build. On failure,
 /// whatever was made is removed again.
 pub fn up_with(name: &str, mode: AttachMode, options: &UpOptions) -> Result<Lab> {
-    let lock = LabLock::acquire(name, lock::wait_from_env()?, &|| crate::signals::requested())?;
+    let lock = LabLock::acquire(name, lock::wait_from_env()?, &|| {
+        crate::signals::requested()
+    })?;
     up_locked(&lock, mode, options, false)
 }
 
@@ -289,7 +291,9 @@ impl TempLab {
     }
 
     pub fn up_with(name: &str, mode: AttachMode, options: &UpOptions) -> Result<Self> {
-        let lock = LabLock::acquire(name, lock::wait_from_env()?, &|| crate::signals::requested())?;
+        let lock = LabLock::acquire(name, lock::wait_from_env()?, &|| {
+            crate::signals::requested()
+        })?;
         Self::up_locked(lock, mode, options)
     }
 

@@ -111,7 +111,10 @@ mod tests {
         assert_eq!(back.inode_of("x-local"), Some(42));
         assert_eq!(back.inode_of("x-remote"), None);
         r.owner_start_time += 1;
-        assert!(!r.owner_alive(), "a PID reused by another process is not the owner");
+        assert!(
+            !r.owner_alive(),
+            "a PID reused by another process is not the owner"
+        );
         fs::write(record_path(&dir), "").unwrap();
         assert!(LabRecord::load(&dir).is_err());
         fs::remove_dir_all(&dir).unwrap();

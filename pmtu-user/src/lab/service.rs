@@ -356,7 +356,10 @@ pub fn stop_processes(pids: &[i32], what: &str) -> Result<()> {
         .filter(|(p, s)| !has_exited(*p, *s))
         .map(|(p, _)| p.to_string())
         .collect();
-    bail!("processes in {what} do not exit even after SIGKILL: {}", left.join(" "))
+    bail!(
+        "processes in {what} do not exit even after SIGKILL: {}",
+        left.join(" ")
+    )
 }
 
 /// Gone, or a zombie: then reaped if it is our child.
@@ -368,9 +371,17 @@ fn has_exited(pid: i32, start_time: u64) -> bool {
     }
 }
 
+/// Stops the recorded service. An unreadable record is only warned about: the service is then
+/// found by its network namespace like every other process of the lab.
 pub fn stop_service(state: &Path) -> Result<()> {
-    let Some(record) = read_record(state)? else {
-        return Ok(());
+    let record = match read_record(state) {
+        Ok(Some(record)) => record,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            log::warn!("{e:#}; stopping the lab's processes by their namespace instead");
+            let _ = fs::remove_file(record_path(state));
+            return Ok(());
+        }
     };
     let pid = record.pid;
     match proc_stat(pid) {

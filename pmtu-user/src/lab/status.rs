@@ -19,10 +19,10 @@ use serde::Serialize;
 
 use super::{
     exists, lock,
-    record::LabRecord,
-    unusable_reasons,
     plan::{self, local_ns, pin_dir, remote_ns, state_dir, validate_name, CHARGEN_PORT, ECHO_PORT},
+    record::LabRecord,
     service::{is_ours, read_record, ServiceKind},
+    unusable_reasons,
 };
 use crate::{
     config::{format_mac, Mac, Topology},

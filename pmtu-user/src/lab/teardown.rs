@@ -34,8 +34,12 @@ pub fn clear_traces(lab: &Lab) -> Result<()> {
     }
     for net in defaults {
         let filter = net.to_string();
-        netns::run(Some(&lab.remote_ns()), "ss", &["-K", "-t", "-n", "dst", &filter])
-            .with_context(|| format!("aborting REMOTE's connections to {net}"))?;
+        netns::run(
+            Some(&lab.remote_ns()),
+            "ss",
+            &["-K", "-t", "-n", "dst", &filter],
+        )
+        .with_context(|| format!("aborting REMOTE's connections to {net}"))?;
     }
     Ok(())
 }
@@ -99,6 +103,13 @@ pub(super) fn clear(name: &str, remove_lock_file: bool) -> Result<()> {
         if ours.iter().any(|(n, _)| *n == ns) {
             if let Err(e) = netns::delete(&ns) {
                 problems.push(format!("{e:#}"));
+            }
+        } else if netns::is_dangling(&ns)
+            && record.as_ref().is_some_and(|r| r.inode_of(&ns).is_some())
+        {
+            // This lab's `ip netns attach` died before mounting the namespace on its file.
+            if let Err(e) = fs::remove_file(netns::path(&ns)) {
+                problems.push(format!("removing {}: {e}", netns::path(&ns).display()));
             }
         } else if netns::exists(&ns) {
             log::info!("network namespace `{ns}` was not made by pmtu: left alone");

@@ -22,8 +22,20 @@ pub fn path(name: &str) -> PathBuf {
     PathBuf::from(NETNS_DIR).join(name)
 }
 
+/// Whether namespace `name` exists: its file in /run/netns has a namespace mounted on it.
 pub fn exists(name: &str) -> bool {
-    path(name).exists()
+    is_nsfs(&path(name))
+}
+
+fn is_nsfs(p: &std::path::Path) -> bool {
+    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+}
+
+/// A file in /run/netns with no namespace mounted on it: what `ip netns add|attach` leaves when
+/// it dies between creating the file and mounting the namespace.
+pub fn is_dangling(name: &str) -> bool {
+    let p = path(name);
+    p.is_file() && !is_nsfs(&p)
 }
 
 fn open(name: &str) -> Result<File> {
@@ -40,6 +52,9 @@ pub fn add(name: &str) -> Result<()> {
 /// The namespace's identity: the inode of its nsfs file (what /proc/PID/ns/net links to as
 /// `net:[INODE]`). None when there is no such named namespace.
 pub fn inode(name: &str) -> Option<u64> {
+    if !exists(name) {
+        return None;
+    }
     fs::metadata(path(name)).ok().map(|m| m.ino())
 }
 
@@ -59,7 +74,18 @@ pub fn add_recorded(name: &str, record: impl FnOnce(u64) -> Result<()> + Send) -
                 .ino();
             record(ino)?;
             let tid = nix::unistd::gettid().to_string();
-            run_ip(&["netns", "attach", name, &tid])?;
+            let mut attach = Command::new("ip");
+            attach.args(["netns", "attach", name, &tid]);
+            // If this process dies meanwhile, `ip` dies too instead of naming the namespace
+            // later behind the back of whoever cleans up.
+            // SAFETY: prctl is async-signal-safe; the closure makes only that one call.
+            unsafe {
+                attach.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                        .map_err(std::io::Error::from)
+                });
+            }
+            run_cmd(attach, &["netns", "attach", name, &tid])?;
             if inode(name) != Some(ino) {
                 bail!("`ip netns attach {name}` did not name the namespace just made");
             }
@@ -96,8 +122,14 @@ pub fn delete(name: &str) -> Result<()> {
 }
 
 fn run_ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
+    let mut cmd = Command::new("ip");
+    cmd.args(args);
+    run_cmd(cmd, args)
+}
+
+/// Runs `ip` as prepared in `cmd` (whose arguments are `args`, for messages).
+fn run_cmd(mut cmd: Command, args: &[&str]) -> Result<()> {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
         .context("running `ip` (iproute2); `cargo xtask setup` installs it")?;

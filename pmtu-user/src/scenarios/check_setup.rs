@@ -239,7 +239,10 @@ async fn local_setup_checks(ctx: &Ctx, strict: bool) -> Vec<(&'static str, Resul
         Ok(_) | Err(_) => {
             return vec![(
                 "xdp_mode",
-                Err(anyhow!("cannot read LOCAL_IF {} with `ip -j -d link`", t.local_if)),
+                Err(anyhow!(
+                    "cannot read LOCAL_IF {} with `ip -j -d link`",
+                    t.local_if
+                )),
             )]
         }
     };
@@ -260,7 +263,10 @@ async fn local_setup_checks(ctx: &Ctx, strict: bool) -> Vec<(&'static str, Resul
     ));
     let is_veth = link["linkinfo"]["info_kind"] == "veth";
     if is_veth && modes.contains(&XDP_MODE_DRV) {
-        out.push(("veth_peer", veth_peer_has_xdp(t.local_netns.as_deref(), &link, &t.local_if)));
+        out.push((
+            "veth_peer",
+            veth_peer_has_xdp(t.local_netns.as_deref(), &link, &t.local_if),
+        ));
     }
     let mtu = link["mtu"].as_u64().unwrap_or(1500);
     out.push(("frame_sizes", frame_sizes(ctx, mtu, strict).await));
@@ -298,8 +304,9 @@ fn veth_peer_has_xdp(ns: Option<&str>, link: &Value, local_if: &str) -> Result<(
     let peer_ns = match link["link_netnsid"].as_u64() {
         None => ns.map(str::to_string),
         Some(id) => {
-            let ids: Value = serde_json::from_str(&netns::run(ns, "ip", &["-j", "netns", "list-id"])?)
-                .context("parsing `ip -j netns list-id`")?;
+            let ids: Value =
+                serde_json::from_str(&netns::run(ns, "ip", &["-j", "netns", "list-id"])?)
+                    .context("parsing `ip -j netns list-id`")?;
             let name = ids.as_array().and_then(|l| {
                 l.iter()
                     .find(|e| e["nsid"].as_u64() == Some(id))

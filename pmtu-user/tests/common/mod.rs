@@ -9,6 +9,8 @@
 )]
 
 use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
     path::Path,
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
@@ -78,9 +80,7 @@ impl LabGuard {
 
     /// Nothing of the lab is left: namespaces, state directory.
     pub fn is_gone(&self) -> bool {
-        !Path::new("/run/netns").join(self.local_ns()).exists()
-            && !Path::new("/run/netns").join(self.remote_ns()).exists()
-            && !plan::state_dir(&self.0).exists()
+        lab_is_gone(&self.0)
     }
 }
 
@@ -90,6 +90,13 @@ impl Drop for LabGuard {
             eprintln!("removing lab {}: {e:#}", self.0);
         }
     }
+}
+
+/// Nothing of lab `name` is left: namespaces, state directory.
+pub fn lab_is_gone(name: &str) -> bool {
+    !Path::new("/run/netns").join(plan::local_ns(name)).exists()
+        && !Path::new("/run/netns").join(plan::remote_ns(name)).exists()
+        && !plan::state_dir(name).exists()
 }
 
 /// A network namespace made by a test, deleted on drop.
@@ -182,4 +189,57 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// The identity (nsfs inode) of named network namespace `ns`, if it exists.
+pub fn ns_inode(ns: &str) -> Option<u64> {
+    fs::metadata(Path::new("/run/netns").join(ns))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Processes (not zombies) whose network namespace is one of `inodes`, as "PID: command line".
+pub fn processes_in(inodes: &[u64]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let path = entry.path();
+        let Ok(link) = fs::read_link(path.join("ns/net")) else {
+            continue;
+        };
+        let link = link.to_string_lossy().into_owned();
+        if inodes.iter().any(|i| link == format!("net:[{i}]")) {
+            let cmdline = fs::read(path.join("cmdline")).unwrap_or_default();
+            found.push(format!(
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
+
+/// Lab `name`'s record (lab.json), if there is one that parses.
+pub fn lab_record(name: &str) -> Option<Value> {
+    let text = fs::read_to_string(plan::state_dir(name).join("lab.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Waits until nothing of lab `name` is left: namespaces, state, mounts, and no process in the
+/// namespaces `inodes` (teardown and the reaping of orphans are asynchronous).
+pub fn assert_gone(name: &str, inodes: &[u64]) {
+    assert!(
+        lab_is_gone(name),
+        "lab {name} left namespaces or state behind"
+    );
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&format!("/run/pmtu/{name}/")),
+        "lab {name} left a mount: {mounts}"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        &format!("no process left in lab {name}'s namespaces"),
+        || processes_in(inodes).is_empty(),
+    );
 }
