@@ -213,14 +213,14 @@ pub async fn cli(args: RespondArgs, mode: AttachMode) -> Result<()> {
         );
     }
     eprintln!(
-        "pmtu respond: XDP ({mode:?}) on {}{}, ICMP from {router4} / {router6}; {} rule(s); Ctrl-C to stop",
+        "pmtu respond: XDP ({mode:?}) on {}{}, ICMP from {router4} / {router6}; rules in force:",
         args.iface,
         ns.map(|n| format!(" in {n}")).unwrap_or_default(),
-        rules.len()
     );
     for r in &rules {
         eprintln!("  {}", describe(r));
     }
+    eprintln!("pmtu respond: running; Ctrl-C to stop");
 
     let mut batch = Vec::new();
     let stop = signals::stop();
