@@ -70,8 +70,8 @@ fn have_inetd() -> bool {
 }
 
 /// The network namespace's identity, to find processes still inside it after `down`.
-fn ns_inode(ns: &str) -> u64 {
-    common::ns_inode(ns).unwrap_or_else(|| panic!("no namespace {ns}"))
+fn ns_inode(ns: &str) -> netns::Identity {
+    common::ns_ident(ns).unwrap_or_else(|| panic!("no namespace {ns}"))
 }
 
 fn chargen_from_local(lab: &Lab, addr: IpAddr) -> Vec<u8> {
@@ -224,7 +224,7 @@ fn check_lab(lab: &Lab, kind: ServiceKind) {
 }
 
 /// Everything of lab `name` is gone, including processes in its namespaces.
-fn check_gone(name: &str, inodes: &[u64]) {
+fn check_gone(name: &str, inodes: &[netns::Identity]) {
     assert!(!lab::exists(name));
     assert!(!netns::exists(&lab::local_ns(name)));
     assert!(!netns::exists(&lab::remote_ns(name)));
@@ -293,7 +293,7 @@ fn up_again_replaces_the_lab() {
     let new = second.service.clone().unwrap();
     assert_ne!(old.pid, new.pid);
     assert!(
-        !old_inodes.is_empty() && old_inodes.iter().all(|i| *i != 0),
+        !old_inodes.is_empty() && old_inodes.iter().all(|i| i.inode != 0),
         "the old lab's namespaces were identified"
     );
     wait_until(
@@ -319,10 +319,11 @@ fn down_cleans_half_built_labs() {
         let mut record = lab::record::LabRecord::new(true);
         let state = lab::state_dir(lock.name());
         record.save(&state).unwrap();
-        netns::add_recorded(&lab::local_ns(&name), |inode| {
+        netns::add_recorded(&lab::local_ns(&name), |id| {
             record.namespaces.push(lab::record::MadeNamespace {
                 name: lab::local_ns(&name),
-                inode,
+                inode: id.inode,
+                cookie: id.cookie,
             });
             record.save(&state)
         })

@@ -15,8 +15,8 @@ use serde_json::Value;
 mod common;
 
 use common::{
-    assert_gone, json_run, lab_is_gone, lab_record, ns_inode, processes_in, stderr, stdout, text,
-    wait_until, LabGuard, NetnsGuard, PMTU,
+    assert_gone, json_run, lab_is_gone, lab_record, ns_ident, ns_inode, processes_in, stderr,
+    stdout, text, wait_until, LabGuard, NetnsGuard, PMTU,
 };
 
 /// `pmtu --lab NAME ARGS` started in the background, output kept.
@@ -87,9 +87,9 @@ fn a_run_killed_at_any_moment_of_the_set_up_leaves_nothing_that_harms() {
         });
         child.kill().unwrap();
         child.wait().unwrap();
-        let inodes: Vec<u64> = [lab.local_ns(), lab.remote_ns()]
+        let inodes: Vec<_> = [lab.local_ns(), lab.remote_ns()]
             .iter()
-            .filter_map(|ns| ns_inode(ns))
+            .filter_map(|ns| ns_ident(ns))
             .collect();
         eprintln!(
             "killed after {what}: left {:?}",
@@ -215,8 +215,8 @@ fn down_stops_the_lab_s_processes_even_without_their_record() {
     for broken in ["empty", "missing"] {
         let lab = LabGuard::up("vd");
         let inodes = [
-            ns_inode(&lab.local_ns()).unwrap(),
-            ns_inode(&lab.remote_ns()).unwrap(),
+            ns_ident(&lab.local_ns()).unwrap(),
+            ns_ident(&lab.remote_ns()).unwrap(),
         ];
         assert!(!processes_in(&inodes).is_empty(), "no service to orphan");
         let record = plan::state_dir(&lab.0).join("service.json");
@@ -273,11 +273,11 @@ fn a_run_starts_by_clearing_what_a_killed_run_left_in_a_kept_lab() {
         remote_connections(&lab)
     );
     // chargen's children (inetd forks one per connection) are gone with their connections.
-    let inode = ns_inode(&lab.remote_ns()).unwrap();
+    let remote = ns_ident(&lab.remote_ns()).unwrap();
     wait_until(
         Duration::from_secs(5),
         "only the service left in REMOTE",
-        || processes_in(&[inode]).len() == 1,
+        || processes_in(&[remote]).len() == 1,
     );
 }
 

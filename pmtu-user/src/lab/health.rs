@@ -29,10 +29,7 @@ pub fn foreign_namespaces(name: &str) -> Vec<String> {
     let record = LabRecord::load(&state_dir(name)).ok().flatten();
     [local_ns(name), remote_ns(name)]
         .into_iter()
-        .filter(|ns| match netns::inode(ns) {
-            None => false,
-            Some(ino) => record.as_ref().and_then(|r| r.inode_of(ns)) != Some(ino),
-        })
+        .filter(|ns| netns::exists(ns) && !record.as_ref().is_some_and(|r| r.owns(ns)))
         .collect()
 }
 
@@ -75,10 +72,10 @@ pub fn unusable_reasons(name: &str) -> Vec<String> {
     }
     let mut reasons = Vec::new();
     for ns in [local_ns(name), remote_ns(name)] {
-        match (netns::inode(&ns), record.inode_of(&ns)) {
-            (Some(a), Some(b)) if a == b => {}
-            (None, _) => reasons.push(format!("namespace `{ns}` is missing")),
-            _ => reasons.push(format!("namespace `{ns}` is not the one pmtu made")),
+        if !netns::exists(&ns) {
+            reasons.push(format!("namespace `{ns}` is missing"));
+        } else if !record.owns(&ns) {
+            reasons.push(format!("namespace `{ns}` is not the one pmtu made"));
         }
     }
     if !pin_dir(name).join(MAP_RULES_V4).exists() {

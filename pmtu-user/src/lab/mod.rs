@@ -166,10 +166,11 @@ fn build(
     // Each namespace is in the record before it has its name: a namespace of that name is this
     // lab's only if its identity is recorded.
     for ns in [&lns, &rns] {
-        netns::add_recorded(ns, |inode| {
+        netns::add_recorded(ns, |id| {
             record.namespaces.push(MadeNamespace {
                 name: ns.to_string(),
-                inode,
+                inode: id.inode,
+                cookie: id.cookie,
             });
             record.save(&lab.state_dir)
         })?;

@@ -13,7 +13,10 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::net::procfs::proc_stat;
+use crate::net::{
+    netns::{self, Identity},
+    procfs::proc_stat,
+};
 
 pub const RECORD_FILE: &str = "lab.json";
 
@@ -21,11 +24,14 @@ pub fn record_path(state: &Path) -> PathBuf {
     state.join(RECORD_FILE)
 }
 
-/// A namespace the lab made: its name and the inode of its nsfs file.
+/// A namespace the lab made: its name and identity (the inode of its nsfs file, reused by later
+/// namespaces, and its cookie, never reused).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MadeNamespace {
     pub name: String,
     pub inode: u64,
+    #[serde(default)]
+    pub cookie: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,12 +66,21 @@ impl LabRecord {
             .is_some_and(|s| s.start_time == self.owner_start_time && s.state != 'Z')
     }
 
-    /// The inode this lab recorded for namespace `ns`.
-    pub fn inode_of(&self, ns: &str) -> Option<u64> {
+    /// The identity this lab recorded for namespace `ns`.
+    pub fn identity_of(&self, ns: &str) -> Option<Identity> {
         self.namespaces
             .iter()
             .find(|n| n.name == ns)
-            .map(|n| n.inode)
+            .map(|n| Identity {
+                inode: n.inode,
+                cookie: n.cookie,
+            })
+    }
+
+    /// Whether the namespace now named `ns` is the one this lab made.
+    pub fn owns(&self, ns: &str) -> bool {
+        self.identity_of(ns)
+            .is_some_and(|id| netns::identity(ns) == Some(id))
     }
 
     /// Writes the record whole: a temporary file renamed over the old one.
@@ -104,12 +119,20 @@ mod tests {
         r.namespaces.push(MadeNamespace {
             name: "x-local".into(),
             inode: 42,
+            cookie: Some(7),
         });
         r.save(&dir).unwrap();
         let back = LabRecord::load(&dir).unwrap().unwrap();
         assert_eq!(back, r);
-        assert_eq!(back.inode_of("x-local"), Some(42));
-        assert_eq!(back.inode_of("x-remote"), None);
+        assert_eq!(
+            back.identity_of("x-local"),
+            Some(Identity {
+                inode: 42,
+                cookie: Some(7)
+            })
+        );
+        assert_eq!(back.identity_of("x-remote"), None);
+        assert!(!back.owns("x-local"), "no such namespace here");
         r.owner_start_time += 1;
         assert!(
             !r.owner_alive(),

@@ -78,15 +78,15 @@ pub(super) fn clear(name: &str, remove_lock_file: bool) -> Result<()> {
     }
     // What the record does not know about: an inetd whose record was lost, the service's
     // children, a shell someone started in REMOTE.
-    let ours: Vec<(String, u64)> = [local_ns(name), remote_ns(name)]
+    let ours: Vec<(String, netns::Identity)> = [local_ns(name), remote_ns(name)]
         .into_iter()
         .filter_map(|ns| {
-            let ino = netns::inode(&ns)?;
-            (record.as_ref()?.inode_of(&ns) == Some(ino)).then_some((ns, ino))
+            let id = record.as_ref()?.identity_of(&ns)?;
+            (netns::identity(&ns) == Some(id)).then_some((ns, id))
         })
         .collect();
-    for (ns, ino) in &ours {
-        if let Err(e) = service::stop_processes(&netns::pids_in(*ino), &format!("namespace `{ns}`"))
+    for (ns, id) in &ours {
+        if let Err(e) = service::stop_processes(&netns::pids_in(*id), &format!("namespace `{ns}`"))
         {
             problems.push(format!("{e:#}"));
         }
@@ -105,7 +105,9 @@ pub(super) fn clear(name: &str, remove_lock_file: bool) -> Result<()> {
                 problems.push(format!("{e:#}"));
             }
         } else if netns::is_dangling(&ns)
-            && record.as_ref().is_some_and(|r| r.inode_of(&ns).is_some())
+            && record
+                .as_ref()
+                .is_some_and(|r| r.identity_of(&ns).is_some())
         {
             // This lab's `ip netns attach` died before mounting the namespace on its file.
             if let Err(e) = fs::remove_file(netns::path(&ns)) {

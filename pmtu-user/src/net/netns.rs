@@ -58,13 +58,73 @@ pub fn inode(name: &str) -> Option<u64> {
     fs::metadata(path(name)).ok().map(|m| m.ino())
 }
 
+/// A namespace's identity: the inode of its nsfs file (what /proc/PID/ns/net links to as
+/// `net:[INODE]`, and reused for a later namespace once it is gone) and its cookie
+/// (SO_NETNS_COOKIE, never reused while the system runs; None on kernels before 5.14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub inode: u64,
+    pub cookie: Option<u64>,
+}
+
+/// The identity of named namespace `name`, if it exists.
+pub fn identity(name: &str) -> Option<Identity> {
+    Some(Identity {
+        inode: inode(name)?,
+        cookie: cookie_of(&path(name)),
+    })
+}
+
+/// The cookie of the network namespace this thread is in.
+fn cookie_here() -> Option<u64> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsRawFd as _;
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`, a u64 we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            &mut cookie as *mut u64 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cookie)
+}
+
+/// The cookie of the namespace behind `file` (/run/netns/NAME or /proc/PID/ns/net).
+pub fn cookie_of(file: &std::path::Path) -> Option<u64> {
+    let ns = File::open(file).ok()?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).ok()?;
+            cookie_here()
+        })
+        .join()
+        .ok()
+        .flatten()
+    })
+}
+
 /// Creates namespace `name`, handing its identity to `record` before the name exists.
 ///
 /// A thread unshares a new network namespace, `record` stores its inode (e.g. in a lab's
 /// state), and only then `ip netns attach` gives it its name (refusing a name that is taken).
 /// So a namespace of that name with that inode was made here, whenever the process is killed:
 /// before the attach the namespace dies with the thread, after it the record already names it.
-pub fn add_recorded(name: &str, record: impl FnOnce(u64) -> Result<()> + Send) -> Result<u64> {
+pub fn add_recorded(
+    name: &str,
+    record: impl FnOnce(Identity) -> Result<()> + Send,
+) -> Result<Identity> {
     std::thread::scope(|s| {
         s.spawn(move || {
             unshare(CloneFlags::CLONE_NEWNET)
@@ -72,7 +132,11 @@ pub fn add_recorded(name: &str, record: impl FnOnce(u64) -> Result<()> + Send) -
             let ino = fs::metadata("/proc/thread-self/ns/net")
                 .context("reading the new namespace's identity")?
                 .ino();
-            record(ino)?;
+            let made = Identity {
+                inode: ino,
+                cookie: cookie_here(),
+            };
+            record(made)?;
             let tid = nix::unistd::gettid().to_string();
             let mut attach = Command::new("ip");
             attach.args(["netns", "attach", name, &tid]);
@@ -86,10 +150,10 @@ pub fn add_recorded(name: &str, record: impl FnOnce(u64) -> Result<()> + Send) -
                 });
             }
             run_cmd(attach, &["netns", "attach", name, &tid])?;
-            if inode(name) != Some(ino) {
+            if identity(name) != Some(made) {
                 bail!("`ip netns attach {name}` did not name the namespace just made");
             }
-            Ok(ino)
+            Ok(made)
         })
         .join()
         .unwrap_or_else(|_| bail!("creating network namespace `{name}` panicked"))
@@ -97,17 +161,18 @@ pub fn add_recorded(name: &str, record: impl FnOnce(u64) -> Result<()> + Send) -
     .with_context(|| format!("creating network namespace `{name}`"))
 }
 
-/// The processes (thread-group leaders) whose network namespace is the one with `ino`.
-pub fn pids_in(ino: u64) -> Vec<i32> {
-    let want = format!("net:[{ino}]");
+/// The processes (thread-group leaders) whose network namespace is `ns`.
+pub fn pids_in(ns: Identity) -> Vec<i32> {
+    let want = format!("net:[{}]", ns.inode);
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
-            fs::read_link(format!("/proc/{pid}/ns/net"))
-                .is_ok_and(|l| l.as_os_str() == want.as_str())
+            let link = format!("/proc/{pid}/ns/net");
+            fs::read_link(&link).is_ok_and(|l| l.as_os_str() == want.as_str())
+                && (ns.cookie.is_none() || cookie_of(std::path::Path::new(&link)) == ns.cookie)
         })
         .collect()
 }

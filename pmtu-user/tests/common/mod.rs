@@ -17,7 +17,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pmtu::lab::{self, plan};
+use pmtu::{
+    lab::{self, plan},
+    net::netns::{self, Identity},
+};
 use serde_json::Value;
 
 /// The binary under test.
@@ -198,25 +201,24 @@ pub fn ns_inode(ns: &str) -> Option<u64> {
         .map(|m| m.ino())
 }
 
-/// Processes (not zombies) whose network namespace is one of `inodes`, as "PID: command line".
-pub fn processes_in(inodes: &[u64]) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let path = entry.path();
-        let Ok(link) = fs::read_link(path.join("ns/net")) else {
-            continue;
-        };
-        let link = link.to_string_lossy().into_owned();
-        if inodes.iter().any(|i| link == format!("net:[{i}]")) {
-            let cmdline = fs::read(path.join("cmdline")).unwrap_or_default();
-            found.push(format!(
-                "{}: {}",
-                path.display(),
+/// The identity (inode and cookie) of named network namespace `ns`, if it exists.
+pub fn ns_ident(ns: &str) -> Option<Identity> {
+    netns::identity(ns)
+}
+
+/// Processes whose network namespace is one of `namespaces`, as "PID: command line".
+pub fn processes_in(namespaces: &[Identity]) -> Vec<String> {
+    namespaces
+        .iter()
+        .flat_map(|ns| netns::pids_in(*ns))
+        .map(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!(
+                "{pid}: {}",
                 String::from_utf8_lossy(&cmdline).replace('\0', " ")
-            ));
-        }
-    }
-    found
+            )
+        })
+        .collect()
 }
 
 /// Lab `name`'s record (lab.json), if there is one that parses.
@@ -226,8 +228,8 @@ pub fn lab_record(name: &str) -> Option<Value> {
 }
 
 /// Waits until nothing of lab `name` is left: namespaces, state, mounts, and no process in the
-/// namespaces `inodes` (teardown and the reaping of orphans are asynchronous).
-pub fn assert_gone(name: &str, inodes: &[u64]) {
+/// `namespaces` it had (teardown and the reaping of orphans are asynchronous).
+pub fn assert_gone(name: &str, namespaces: &[Identity]) {
     assert!(
         lab_is_gone(name),
         "lab {name} left namespaces or state behind"
@@ -240,6 +242,6 @@ pub fn assert_gone(name: &str, inodes: &[u64]) {
     wait_until(
         Duration::from_secs(5),
         &format!("no process left in lab {name}'s namespaces"),
-        || processes_in(inodes).is_empty(),
+        || processes_in(namespaces).is_empty(),
     );
 }
