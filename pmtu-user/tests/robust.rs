@@ -45,7 +45,10 @@ fn is_bpffs_mounted(name: &str) -> bool {
 
 /// The moments of a temporary lab's set-up at which the kill loop strikes, in the order they
 /// happen: each is a condition on what exists so far.
-const MOMENTS: &[(&str, fn(&str) -> bool)] = &[
+/// A moment of the set-up: its name, and whether lab NAME has reached it.
+type Moment = (&'static str, fn(&str) -> bool);
+
+const MOMENTS: &[Moment] = &[
     ("the lock file", |n| lab::lock::lock_path(n).exists()),
     ("the record", |n| lab_record(n).is_some()),
     ("LOCAL's namespace", |n| {

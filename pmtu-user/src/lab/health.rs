@@ -125,7 +125,7 @@ pub enum Found {
     /// Nothing: a temporary lab can be made.
     Nothing,
     /// A complete, healthy lab that `pmtu lab up` keeps.
-    Ready(Lab),
+    Ready(Box<Lab>),
     /// A lab to build anew: a temporary one whose run was killed (nobody holds its lock), or one
     /// that is incomplete or broken. `temporary` says which kind it was.
     Stale { reason: String, temporary: bool },
@@ -149,10 +149,10 @@ pub fn find(lock: &LabLock) -> Result<Found> {
     }
     let reasons = unusable_reasons(name);
     if reasons.is_empty() {
-        return Ok(Found::Ready(Lab::new(
+        return Ok(Found::Ready(Box::new(Lab::new(
             name,
             read_record(&state_dir(name)).ok().flatten(),
-        )));
+        ))));
     }
     Ok(Found::Stale {
         reason: reasons.join("; "),

@@ -283,7 +283,7 @@ fn link_json(ns: Option<&str>, dev: Option<&str>) -> Result<Vec<Value>> {
         args.extend(["dev", dev]);
     }
     let text = netns::run(ns, "ip", &args)?;
-    Ok(serde_json::from_str(&text).context("parsing `ip -j link`")?)
+    serde_json::from_str(&text).context("parsing `ip -j link`")
 }
 
 /// The XDP attach modes on a link (1 native, 2 generic, 3 offloaded), as `ip -j` reports them.
