@@ -207,6 +207,27 @@ impl Topology {
                 self.fake_net_addr, self.fake_net
             ));
         }
+        // A host address: not the network's broadcast address nor its network address (the
+        // fake host would be answered by everyone, or be no host at all). /31 and /32 have none.
+        if self.fake_net.prefix_len() < 31 {
+            for (addr, what) in [
+                (self.fake_net.broadcast(), "broadcast"),
+                (self.fake_net.network(), "network"),
+            ] {
+                if self.fake_net_addr == addr {
+                    out.push(format!(
+                        "FAKE_NET_ADDR {} is FAKE_NET {}'s {what} address: pick a host address, \
+                         e.g. {}",
+                        self.fake_net_addr,
+                        self.fake_net,
+                        self.fake_net
+                            .hosts()
+                            .nth(21)
+                            .unwrap_or(self.fake_net.network())
+                    ));
+                }
+            }
+        }
         if !self.fake_net6.contains(&self.fake_net_addr6) {
             out.push(format!(
                 "FAKE_NET_ADDR6 {} is not inside FAKE_NET6 {}",
@@ -496,6 +517,8 @@ mod tests {
             ("REMOTE_ADDR", "192.0.2.21", "LOCAL_ADDR and REMOTE_ADDR are both 192.0.2.21"),
             ("REMOTE_ADDR6", "2001:db8::21", "LOCAL_ADDR6 and REMOTE_ADDR6 are both 2001:db8::21"),
             ("LOCAL_MAC", "01:00:5e:00:00:01", "LOCAL_MAC 01:00:5e:00:00:01: a multicast address"),
+            ("FAKE_NET_ADDR", "198.51.100.255", "FAKE_NET_ADDR 198.51.100.255 is FAKE_NET 198.51.100.0/24's broadcast address"),
+            ("FAKE_NET_ADDR", "198.51.100.0", "FAKE_NET_ADDR 198.51.100.0 is FAKE_NET 198.51.100.0/24's network address"),
         ] {
             let err = error_with(name, value);
             assert!(err.contains(says), "{name}={value}: {err}");

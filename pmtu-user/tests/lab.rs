@@ -6,7 +6,6 @@ use std::{
     fs,
     io::Read as _,
     net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
-    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -21,7 +20,7 @@ use pmtu::{
 
 mod common;
 
-use common::{unique_name, wait_until_none, LabGuard as Guard, PMTU};
+use common::{processes_in, unique_name, wait_until_none, LabGuard as Guard, PMTU};
 
 /// Fails clearly when the binary does not have subcommand `sub` yet.
 fn require_subcommand(sub: &str) {
@@ -71,29 +70,8 @@ fn have_inetd() -> bool {
 }
 
 /// The network namespace's identity, to find processes still inside it after `down`.
-fn ns_inode(ns: &str) -> u64 {
-    fs::metadata(netns::path(ns)).unwrap().ino()
-}
-
-/// Processes whose network namespace is one of `inodes`.
-fn processes_in(inodes: &[u64]) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let path = entry.path();
-        let Ok(link) = fs::read_link(path.join("ns/net")) else {
-            continue;
-        };
-        let link = link.to_string_lossy().into_owned();
-        if inodes.iter().any(|i| link == format!("net:[{i}]")) {
-            let cmdline = fs::read(path.join("cmdline")).unwrap_or_default();
-            found.push(format!(
-                "{}: {}",
-                path.display(),
-                String::from_utf8_lossy(&cmdline).replace('\0', " ")
-            ));
-        }
-    }
-    found
+fn ns_inode(ns: &str) -> netns::Identity {
+    common::ns_ident(ns).unwrap_or_else(|| panic!("no namespace {ns}"))
 }
 
 fn chargen_from_local(lab: &Lab, addr: IpAddr) -> Vec<u8> {
@@ -246,7 +224,7 @@ fn check_lab(lab: &Lab, kind: ServiceKind) {
 }
 
 /// Everything of lab `name` is gone, including processes in its namespaces.
-fn check_gone(name: &str, inodes: &[u64]) {
+fn check_gone(name: &str, inodes: &[netns::Identity]) {
     assert!(!lab::exists(name));
     assert!(!netns::exists(&lab::local_ns(name)));
     assert!(!netns::exists(&lab::remote_ns(name)));
@@ -315,7 +293,7 @@ fn up_again_replaces_the_lab() {
     let new = second.service.clone().unwrap();
     assert_ne!(old.pid, new.pid);
     assert!(
-        !old_inodes.is_empty() && old_inodes.iter().all(|i| *i != 0),
+        !old_inodes.is_empty() && old_inodes.iter().all(|i| i.inode != 0),
         "the old lab's namespaces were identified"
     );
     wait_until_none(
@@ -333,11 +311,25 @@ fn up_again_replaces_the_lab() {
 
 #[test]
 fn down_cleans_half_built_labs() {
-    // Only namespaces and a state dir, as a run killed early leaves them.
+    // A record and one namespace, as a run killed early leaves them.
     let name = unique_name("t");
     let _guard = Guard(name.clone());
-    netns::add(&lab::local_ns(&name)).unwrap();
-    fs::create_dir_all(lab::pin_dir(&name)).unwrap();
+    {
+        let lock = lab::LabLock::acquire_default(&name).unwrap();
+        let mut record = lab::record::LabRecord::new(true);
+        let state = lab::state_dir(lock.name());
+        record.save(&state).unwrap();
+        netns::add_recorded(&lab::local_ns(&name), |id| {
+            record.namespaces.push(lab::record::MadeNamespace {
+                name: lab::local_ns(&name),
+                inode: id.inode,
+                cookie: id.cookie,
+            });
+            record.save(&state)
+        })
+        .unwrap();
+        fs::create_dir_all(lab::pin_dir(&name)).unwrap();
+    }
     assert!(lab::exists(&name));
     let err = lab::open(&name).unwrap_err().to_string();
     assert!(

@@ -98,6 +98,7 @@ impl Pair {
             }
         });
         Responder {
+            banner,
             child,
             events: rx,
             seen: Vec::new(),
@@ -126,18 +127,27 @@ impl Pair {
 
     /// A UDP datagram of IP length 1500 with DF (IPv4) from REMOTE to `dst`.
     fn send_1500(&self, dst: IpAddr) {
+        self.send_1500s(dst, 1, libc::IP_PMTUDISC_DO);
+    }
+
+    /// `count` such datagrams; with IP_PMTUDISC_PROBE they stay 1500 long (with DF) after
+    /// REMOTE has learnt a smaller path MTU.
+    fn send_1500s(&self, dst: IpAddr, count: usize, pmtudisc: libc::c_int) {
         netns::run_in(Some(&self.remote), || {
             let (bind, payload) = match dst {
                 IpAddr::V4(_) => ("0.0.0.0:0", 1500 - 28),
                 IpAddr::V6(_) => ("[::]:0", 1500 - 48),
             };
             let sock = UdpSocket::bind(bind)?;
-            // Never fragmented locally: too big for the known PMTU is an error, not fragments.
+            // IP(V6)_PMTUDISC_DO never fragments locally; PROBE keeps sending 1500 with DF.
+            // Both families use the same values.
             match dst {
-                IpAddr::V4(_) => setsockopt(&sock, IpMtuDiscover, &libc::IP_PMTUDISC_DO)?,
-                IpAddr::V6(_) => setsockopt(&sock, Ipv6MtuDiscover, &libc::IPV6_PMTUDISC_DO)?,
+                IpAddr::V4(_) => setsockopt(&sock, IpMtuDiscover, &pmtudisc)?,
+                IpAddr::V6(_) => setsockopt(&sock, Ipv6MtuDiscover, &pmtudisc)?,
             }
-            sock.send_to(&vec![b'x'; payload], SocketAddr::new(dst, 9))?;
+            for _ in 0..count {
+                sock.send_to(&vec![b'x'; payload], SocketAddr::new(dst, 9))?;
+            }
             Ok(())
         })
         .unwrap();
@@ -162,6 +172,8 @@ sockopt_impl!(
 );
 
 struct Responder {
+    /// What it printed before "Ctrl-C to stop": the rules in force.
+    banner: String,
     child: Child,
     events: std::sync::mpsc::Receiver<String>,
     seen: Vec<String>,
@@ -180,6 +192,22 @@ impl Responder {
             }
         }
         true
+    }
+
+    /// Waits (5 s at most) until `n` event lines contain `text`.
+    fn wait_events(&mut self, text: &str, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let seen = self.seen.iter().filter(|l| l.contains(text)).count();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if seen >= n {
+                return seen;
+            }
+            match self.events.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => return seen,
+            }
+        }
     }
 
     /// Stops it with SIGINT like a user would; returns (stdout, stderr after the banner).
@@ -275,6 +303,64 @@ fn blackhole_rule_sends_no_icmp() {
         !route.contains("mtu 1300"),
         "a black hole must not lower the PMTU: {route}"
     );
+}
+
+/// The `answered=N` counter of the line `pmtu respond` prints when it stops.
+fn answered(log: &str) -> u64 {
+    log.split_whitespace()
+        .find_map(|w| w.strip_prefix("answered="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no answered= counter in {log}"))
+}
+
+#[test]
+fn by_default_what_fits_passes_and_icmp_is_limited_to_100_a_second() {
+    let pair = Pair::new();
+    // A rule over LOCAL's own address: REMOTE's pings fit the MTU and must reach LOCAL.
+    let mut responder = pair.respond(&["192.0.2.1/32=1300", "198.51.100.0/24=1300"]);
+    assert!(
+        responder.banner.contains(
+            "192.0.2.1/32: mtu 1300, answer, at most 100 ICMP a second, packets that are not \
+             answered pass"
+        ),
+        "the rules in force are not printed: {}",
+        responder.banner
+    );
+    let ping = netns::run(Some(&pair.remote), "ping", &["-c1", "-W2", "192.0.2.1"]);
+    assert!(ping.is_ok(), "a packet that fits was dropped: {ping:?}");
+
+    // 300 too-big datagrams at once: 100 answers, or up to 100 more if a second turns meanwhile.
+    let fake4: IpAddr = "198.51.100.22".parse().unwrap();
+    pair.send_1500s(fake4, 300, libc::IP_PMTUDISC_PROBE);
+    let seen = responder.wait_events("> 198.51.100.22.9: len 1480", 300);
+    assert_eq!(seen, 300, "not every datagram was reported");
+    let (_, log) = responder.stop();
+    let n = answered(&log);
+    assert!(
+        (100..=200).contains(&n),
+        "{n} ICMP answers for a burst of 300: {log}"
+    );
+}
+
+#[test]
+fn budget_0_sends_without_limit_when_asked() {
+    let pair = Pair::new();
+    let mut responder = pair.respond(&["198.51.100.0/24=1300,budget=0"]);
+    assert!(
+        responder
+            .banner
+            .contains("198.51.100.0/24: mtu 1300, answer, ICMP without limit"),
+        "{}",
+        responder.banner
+    );
+    let fake4: IpAddr = "198.51.100.22".parse().unwrap();
+    pair.send_1500s(fake4, 300, libc::IP_PMTUDISC_PROBE);
+    assert_eq!(
+        responder.wait_events("> 198.51.100.22.9: len 1480", 300),
+        300
+    );
+    let (_, log) = responder.stop();
+    assert_eq!(answered(&log), 300, "{log}");
 }
 
 /// Runs `pmtu ARGS`; returns (exit code, stderr).

@@ -12,7 +12,7 @@ use pcap_file::pcap::PcapReader;
 
 mod common;
 
-use common::{json_run, scenario, text, wait_until, LabGuard, PMTU};
+use common::{json_run, lab_record, scenario, text, wait_until, LabGuard, PMTU};
 
 const ALL: [&str; 9] = [
     "check-setup",
@@ -197,6 +197,12 @@ fn bad_input_gets_one_clear_message() {
         ),
         ("REMOTE_ADDR6", "2001:db8::zz", "REMOTE_ADDR6", 2),
         ("LOCAL_IF", "nosuch0", "no interface `nosuch0`", 125),
+        (
+            "FAKE_NET_ADDR",
+            "198.51.100.255",
+            "FAKE_NET_ADDR 198.51.100.255 is FAKE_NET 198.51.100.0/24's broadcast address",
+            2,
+        ),
     ] {
         let out = run_with(key, value, &["run", "ping"]);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -267,11 +273,10 @@ fn a_stale_lab_from_a_killed_run_is_replaced() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let marker = format!("/run/pmtu/{}/temporary-for-pid", lab.0);
     wait_until(
         Duration::from_secs(5),
         "the temporary lab coming up",
-        || Path::new(&marker).exists(),
+        || lab_record(&lab.0).is_some_and(|r| r["complete"] == true),
     );
     // No chance to clean up.
     child.kill().unwrap();

@@ -1,9 +1,13 @@
 //! `pmtu lab up | down | status`.
-use std::time::Instant;
+//!
+//! `up` and `down` say what they did on standard output; a closed or full standard output loses
+//! the message, never the lab (no panic, the lab's state as the command left it).
+use std::{io::Write as _, time::Instant};
 
 use anyhow::{bail, Context as _, Result};
 use pmtu::{
     lab::{self, status, ServiceKind, UpOptions, DEFAULT_NAME},
+    net::procfs::effective_capabilities,
     signals,
     xdp::responder::AttachMode,
 };
@@ -55,6 +59,9 @@ pub async fn cli(args: LabArgs, lab_name: &str, mode: AttachMode) -> Result<()> 
         LabCmd::Exec { .. } => "pmtu lab exec",
     };
     require_root(what)?;
+    if matches!(args.cmd, LabCmd::Up | LabCmd::Down) {
+        require_capabilities(what)?;
+    }
     match args.cmd {
         LabCmd::Up => {
             let started = Instant::now();
@@ -81,9 +88,9 @@ pub async fn cli(args: LabArgs, lab_name: &str, mode: AttachMode) -> Result<()> 
                 None => "none".to_string(),
             };
             if replaced {
-                println!("replaced the lab `{name}` that was there");
+                say(format_args!("replaced the lab `{name}` that was there"));
             }
-            println!(
+            say(format_args!(
                 "lab `{}` up in {:.2} s: LOCAL {}/{} {} {}, REMOTE {}/{} {} {}, fake nets {} {}, \
                  services {service}, XDP {}",
                 lab.name,
@@ -102,54 +109,99 @@ pub async fn cli(args: LabArgs, lab_name: &str, mode: AttachMode) -> Result<()> 
                     AttachMode::Native => "native",
                     AttachMode::Skb => "skb",
                 },
-            );
+            ));
             let flag = if lab.name == DEFAULT_NAME {
                 String::new()
             } else {
                 format!(" --lab {}", lab.name)
             };
-            println!("`pmtu{flag} lab status` shows it, `pmtu{flag} lab down` removes it");
+            say(format_args!(
+                "`pmtu{flag} lab status` shows it, `pmtu{flag} lab down` removes it"
+            ));
         }
         LabCmd::Down => {
-            let existed = lab::exists(&name);
+            let foreign = lab::foreign_namespaces(&name);
+            let existed = lab::state_dir(&name).exists()
+                || [lab::local_ns(&name), lab::remote_ns(&name)]
+                    .iter()
+                    .any(|ns| pmtu::net::netns::exists(ns) && !foreign.contains(ns));
+            for ns in &foreign {
+                eprintln!("pmtu: network namespace `{ns}` was not made by pmtu: left alone");
+            }
             let started = Instant::now();
             let n = name.clone();
             tokio::task::spawn_blocking(move || lab::down(&n))
                 .await
                 .context("the lab task failed")??;
             if existed {
-                println!(
+                say(format_args!(
                     "lab `{name}` removed in {:.2} s",
                     started.elapsed().as_secs_f64()
-                );
+                ));
             } else {
-                println!("no lab `{name}`: nothing to remove");
+                say(format_args!("no lab `{name}`: nothing to remove"));
             }
         }
         LabCmd::Exec { command } => {
             let lab = lab::open(&name)?;
             let (program, args) = command.split_first().context("no command given")?;
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            print!("{}", lab.remote()?.run(program, &args)?);
+            emit(&lab.remote()?.run(program, &args)?)?;
         }
         LabCmd::Status { env: true, .. } => {
             let lab = lab::open(&name)?;
-            for line in lab.topology.to_env_lines() {
-                println!("{line}");
-            }
+            emit(&(lab.topology.to_env_lines().join("\n") + "\n"))?;
         }
         LabCmd::Status { json: true, .. } => {
             let n = name.clone();
             let report = tokio::task::spawn_blocking(move || status::status_report(&n)).await??;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            emit(&(serde_json::to_string_pretty(&report)? + "\n"))?;
         }
         LabCmd::Status { .. } => {
             let n = name.clone();
-            print!(
-                "{}",
-                tokio::task::spawn_blocking(move || status::status(&n)).await??
-            );
+            emit(&tokio::task::spawn_blocking(move || status::status(&n)).await??)?;
         }
+    }
+    Ok(())
+}
+
+/// A line on standard output, for messages about what was done: a closed or full standard
+/// output loses the line, nothing else.
+fn say(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// What the command was asked for (a status, a command's output): failing to write it is an
+/// error, not a panic.
+fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing to standard output")
+}
+
+/// Root without the capabilities (e.g. in a container, or after `setpriv --bounding-set=-all`)
+/// would get half-way and fail: refuse before touching anything.
+pub fn require_capabilities(what: &str) -> Result<()> {
+    const NEEDED: [(u32, &str); 3] = [
+        (12, "CAP_NET_ADMIN"),
+        (13, "CAP_NET_RAW"),
+        (21, "CAP_SYS_ADMIN"),
+    ];
+    let Some(have) = effective_capabilities() else {
+        return Ok(());
+    };
+    let missing: Vec<&str> = NEEDED
+        .iter()
+        .filter(|(bit, _)| have & (1u64 << bit) == 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{what} needs {} (namespaces, mounts, XDP), which this process lacks although it runs \
+             as root: run it outside the restricted environment; nothing was changed",
+            missing.join(", ")
+        );
     }
     Ok(())
 }

@@ -10,16 +10,17 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use ipnet::IpNet;
 
 use pmtu::{
     config::Topology,
-    lab,
+    lab::{self, Found, LabLock, UpOptions},
     net::rawsock::RawSocket,
+    remote::Remote,
     scenarios, signals,
     suite::{
-        capture::Capture,
+        capture::{self, Capture},
         hub::Hub,
         outfile::OutFile,
         report::{html, Format, Reporter, Summary},
@@ -48,19 +49,30 @@ pub struct RunArgs {
     pub report: Option<PathBuf>,
 }
 
-/// What keeps the run's set-up alive: a temporary lab, or the responder we attached ourselves.
+/// What keeps the run's set-up alive: a temporary lab, or the responder we attached ourselves,
+/// and the lab's lock for as long as the run uses a lab.
 struct Setup {
     topo: Topology,
     responder: Responder,
-    /// A lab made for this run; dropping it removes the lab.
+    /// A lab made for this run; dropping it removes the lab (and releases its lock).
     _temp: Option<lab::TempLab>,
+    /// The lock of a kept lab this run uses.
+    _lock: Option<LabLock>,
 }
 
 fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup> {
+    let wait = lab::lock::wait_from_env()?;
+    let stop = || signals::requested();
     if let Some(topo) = Topology::from_env_if_set()? {
         if topo.remote_netns.is_none() && topo.remote_ssh.is_none() {
             bail!("REMOTE_SSH is not set: a real REMOTE needs it to reset its routes (or give REMOTE_NETNS for a REMOTE in a local namespace)");
         }
+        // A bad REMOTE_SSH is a set-up error now, not a failed scenario later.
+        Remote::new(
+            topo.remote_netns.as_deref(),
+            topo.remote_ssh.as_deref(),
+            topo.local_netns.as_deref(),
+        )?;
         log::info!("REMOTE from the environment, LOCAL_IF {}", topo.local_if);
         // Variables that describe a lab (`pmtu lab status --env`) use its responder.
         let lab_of_ns = topo
@@ -69,11 +81,14 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
             .and_then(|ns| ns.strip_suffix("-local"))
             .filter(|name| lab::exists(name));
         if let Some(name) = lab_of_ns {
-            let responder = lab::open(name)?.responder()?;
+            let lock = LabLock::acquire(name, wait, &stop)?;
+            let lab = lab::open(name)?;
+            lab::clear_traces(&lab)?;
             return Ok(Setup {
                 topo,
-                responder,
+                responder: lab.responder()?,
                 _temp: None,
+                _lock: Some(lock),
             });
         }
         let mut responder = Responder::load(None)?;
@@ -85,52 +100,57 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
             topo,
             responder,
             _temp: None,
+            _lock: None,
         });
     }
     if profile != ProfileName::Linux {
         bail!("the built-in lab's REMOTE is this machine's Linux kernel: use --profile linux, or describe a real REMOTE with LOCAL_IF ... FAKE_NET_ADDR6");
     }
-    if lab::exists(lab_name) {
-        match stale_reason(lab_name) {
-            None => {
-                let lab = lab::open(lab_name)?;
-                return Ok(Setup {
-                    responder: lab.responder()?,
-                    topo: lab.topology,
-                    _temp: None,
-                });
-            }
-            Some(why) => eprintln!("pmtu: replacing lab `{lab_name}`: {why}"),
+    // From here on this run is the lab's only user, until it ends or dies.
+    let lock = LabLock::acquire(lab_name, wait, &stop)?;
+    let temp = match lab::find(&lock)? {
+        Found::Ready(lab) => {
+            lab::clear_traces(&lab)?;
+            return Ok(Setup {
+                responder: lab.responder()?,
+                topo: lab.topology,
+                _temp: None,
+                _lock: Some(lock),
+            });
         }
-    } else {
-        eprintln!("pmtu: no lab `{lab_name}`; making a temporary one (`pmtu lab up` keeps one up)");
-    }
-    let temp = lab::TempLab::up(lab_name, mode)?;
-    let marker = lab::state_dir(lab_name).join(TEMP_MARKER);
-    std::fs::write(&marker, std::process::id().to_string())
-        .with_context(|| format!("writing {}", marker.display()))?;
+        Found::Stale {
+            reason,
+            temporary: false,
+        } => {
+            eprintln!("pmtu: rebuilding lab `{lab_name}` ({reason}); it stays up");
+            let lab = lab::up_locked(&lock, mode, &UpOptions::from_env()?, false)?;
+            return Ok(Setup {
+                responder: lab.responder()?,
+                topo: lab.topology,
+                _temp: None,
+                _lock: Some(lock),
+            });
+        }
+        Found::Stale {
+            reason,
+            temporary: true,
+        } => {
+            eprintln!("pmtu: replacing lab `{lab_name}`: {reason}");
+            lab::TempLab::up_locked(lock, mode, &UpOptions::from_env()?)?
+        }
+        Found::Nothing => {
+            eprintln!(
+                "pmtu: no lab `{lab_name}`; making a temporary one (`pmtu lab up` keeps one up)"
+            );
+            lab::TempLab::up_locked(lock, mode, &UpOptions::from_env()?)?
+        }
+    };
     Ok(Setup {
         responder: temp.responder()?,
         topo: temp.topology.clone(),
         _temp: Some(temp),
+        _lock: None,
     })
-}
-
-/// In a temporary lab's state directory: the PID of the run that owns it.
-const TEMP_MARKER: &str = "temporary-for-pid";
-
-/// Why an existing lab must be rebuilt: a temporary lab whose run was killed, or a lab that is
-/// incomplete. None for a lab that is fine to use.
-fn stale_reason(name: &str) -> Option<String> {
-    if let Ok(pid) = std::fs::read_to_string(lab::state_dir(name).join(TEMP_MARKER)) {
-        let pid = pid.trim();
-        let alive = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains("pmtu"));
-        if !alive {
-            return Some(format!("a temporary lab left by a killed run (pid {pid})"));
-        }
-    }
-    lab::open(name).err().map(|e| format!("{e:#}"))
 }
 
 /// Resolves scenario names (all of them for an empty list), refusing unknown ones (a usage
@@ -166,10 +186,10 @@ pub async fn cli(
         lab::validate_name(lab_name).map_err(|e| Usage(format!("{e:#}")))?;
     }
     require_root("pmtu run")?;
+    super::lab::require_capabilities("pmtu run")?;
     if let Some(path) = &args.pcap {
-        // Fail now, not after the run.
-        std::fs::File::create(path)
-            .with_context(|| format!("cannot write the pcap file {}", path.display()))?;
+        // Fail now, not after the run (an existing file stays as it is until the run's end).
+        capture::check_writable(path)?;
     }
     let report = args
         .report
@@ -203,6 +223,20 @@ pub async fn cli(
         profile: Profile::get(args.profile),
     };
 
+    // LOCAL set-ups that would make scenarios blame REMOTE are an error, never a FAIL; check-setup
+    // alone reports them as its own failures.
+    let only_check_setup = selected
+        .iter()
+        .all(|s| s.name == scenarios::check_setup::SCENARIO.name);
+    if !only_check_setup {
+        let problems = scenarios::check_setup::local_setup_problems(&ctx).await;
+        if !problems.is_empty() {
+            bail!(
+                "LOCAL's set-up would make scenarios fail for LOCAL's doing, not REMOTE's: {}",
+                problems.join("; ")
+            );
+        }
+    }
     let mut reporter = Reporter::stdout(args.format);
     let (outcomes, interrupted) =
         run::run_all(&ctx, &selected, &mut reporter, signals::stop()).await;

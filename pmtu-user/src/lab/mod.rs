@@ -18,16 +18,19 @@
 //! iproute2 owns the /run/netns convention (a shared mount, one bind-mounted nsfs file per
 //! namespace) that every other tool reads, and rtnetlink has no call for it.
 pub mod bpffs;
+pub mod health;
+pub mod lock;
 pub mod plan;
+pub mod record;
 pub mod service;
 pub mod status;
+pub mod teardown;
 
-use std::{fs, io, os::fd::AsRawFd as _, path::PathBuf, time::Instant};
+use std::{fs, os::fd::AsRawFd as _, path::PathBuf, time::Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use ipnet::IpNet;
 use netlink_packet_route::link::{InfoData, InfoVeth};
-use pmtu_common::MAP_RULES_V4;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use crate::{
@@ -40,13 +43,19 @@ use crate::{
     remote::Remote,
     xdp::responder::{AttachMode, Responder, RuleSpec},
 };
-use bpffs::{mount_bpffs, unmount_bpffs};
+use bpffs::mount_bpffs;
+pub use health::{exists, find, foreign_namespaces, open, unusable_reasons, Found};
+use health::{has_leftovers, refuse_foreign};
+pub use lock::LabLock;
 pub use plan::{
     local_ns, pin_dir, remote_ns, state_dir, validate_name, DEFAULT_NAME, LINK_PREFIX_V4,
     LINK_PREFIX_V6, LOCAL_IF, LOCAL_MAC, REMOTE_IF, REMOTE_MAC,
 };
-use service::{read_record, start_service, stop_service, wait_for_services};
+use record::{LabRecord, MadeNamespace};
+use service::{start_service, wait_for_services};
 pub use service::{ServiceChoice, ServiceKind, ServiceRecord, UpOptions};
+use teardown::clear;
+pub use teardown::{clear_traces, down, down_locked};
 
 /// A lab that is up.
 #[derive(Clone, Debug)]
@@ -97,56 +106,44 @@ impl Lab {
     }
 }
 
-/// Whether anything of lab `name` exists (namespaces or state), complete or not.
-pub fn exists(name: &str) -> bool {
-    netns::exists(&local_ns(name)) || netns::exists(&remote_ns(name)) || state_dir(name).exists()
-}
-
-/// Opens lab `name`, which must be up.
-pub fn open(name: &str) -> Result<Lab> {
-    validate_name(name)?;
-    let parts = [
-        (local_ns(name), netns::exists(&local_ns(name))),
-        (remote_ns(name), netns::exists(&remote_ns(name))),
-        (
-            format!("pinned maps in {}", pin_dir(name).display()),
-            pin_dir(name).join(MAP_RULES_V4).exists(),
-        ),
-    ];
-    if parts.iter().all(|(_, present)| !present) {
-        bail!("no lab `{name}`: run `pmtu lab up --lab {name}`");
-    }
-    let missing: Vec<&str> = parts
-        .iter()
-        .filter(|(_, present)| !present)
-        .map(|(what, _)| what.as_str())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "lab `{name}` is incomplete (missing: {}): `pmtu lab up --lab {name}` rebuilds it",
-            missing.join(", ")
-        );
-    }
-    Ok(Lab::new(name, read_record(&state_dir(name)).ok().flatten()))
-}
-
 /// Builds lab `name` (services chosen by PMTU_SERVICES), replacing a stale one of that name.
 pub fn up(name: &str, mode: AttachMode) -> Result<Lab> {
     up_with(name, mode, &UpOptions::from_env()?)
 }
 
-/// [`up`] with explicit options. On failure, whatever was made is removed again.
+/// [`up`] with explicit options: takes the lab's lock for the time of the build. On failure,
+/// whatever was made is removed again.
 pub fn up_with(name: &str, mode: AttachMode, options: &UpOptions) -> Result<Lab> {
-    validate_name(name)?;
+    let lock = LabLock::acquire(name, lock::wait_from_env()?, &|| {
+        crate::signals::requested()
+    })?;
+    up_locked(&lock, mode, options, false)
+}
+
+/// Builds the lab whose lock is held, replacing whatever of it is there. The record is written
+/// before anything is made and marked complete last.
+pub fn up_locked(
+    lock: &LabLock,
+    mode: AttachMode,
+    options: &UpOptions,
+    temporary: bool,
+) -> Result<Lab> {
+    let name = lock.name();
     let kind = options.services.resolve()?;
-    if exists(name) {
+    refuse_foreign(name)?;
+    if exists(name) && (has_leftovers(name) || netns::exists(&local_ns(name))) {
         log::info!("replacing the existing lab `{name}`");
-        down(name).with_context(|| format!("removing the old lab `{name}` first"))?;
     }
-    match build(name, mode, kind, options) {
+    clear(name, false).with_context(|| format!("removing the old lab `{name}` first"))?;
+    let state = state_dir(name);
+    let mut record = LabRecord::new(temporary);
+    record
+        .save(&state)
+        .with_context(|| format!("recording lab `{name}`"))?;
+    match build(name, mode, kind, options, &mut record) {
         Ok(lab) => Ok(lab),
         Err(e) => {
-            if let Err(cleanup) = down(name) {
+            if let Err(cleanup) = clear(name, true) {
                 log::warn!("removing the half-built lab `{name}`: {cleanup:#}");
             }
             Err(e.context(format!("building lab `{name}`")))
@@ -154,14 +151,30 @@ pub fn up_with(name: &str, mode: AttachMode, options: &UpOptions) -> Result<Lab>
     }
 }
 
-fn build(name: &str, mode: AttachMode, kind: ServiceKind, options: &UpOptions) -> Result<Lab> {
+fn build(
+    name: &str,
+    mode: AttachMode,
+    kind: ServiceKind,
+    options: &UpOptions,
+    record: &mut LabRecord,
+) -> Result<Lab> {
     let mut lab = Lab::new(name, None);
     let (lns, rns) = (lab.local_ns(), lab.remote_ns());
     let t = lab.topology.clone();
     let started = Instant::now();
     let step = |what: &str| log::debug!("lab `{name}`: {what} after {:?}", started.elapsed());
-    netns::add(&lns)?;
-    netns::add(&rns)?;
+    // Each namespace is in the record before it has its name: a namespace of that name is this
+    // lab's only if its identity is recorded.
+    for ns in [&lns, &rns] {
+        netns::add_recorded(ns, |id| {
+            record.namespaces.push(MadeNamespace {
+                name: ns.to_string(),
+                inode: id.inode,
+                cookie: id.cookie,
+            });
+            record.save(&lab.state_dir)
+        })?;
+    }
 
     // No DAD waits: the IPv6 addresses are usable at once. Set before any interface exists,
     // so the interfaces inherit `default`.
@@ -257,66 +270,38 @@ fn build(name: &str, mode: AttachMode, kind: ServiceKind, options: &UpOptions) -
         None => std::env::current_exe().context("finding the pmtu executable for `pmtu serve`")?,
     };
     step("XDP loaded and attached");
-    let (record, mut child) = start_service(&lab, kind, &serve_exe)?;
-    lab.service = Some(record.clone());
-    wait_for_services(&lab, &record, &mut child)?;
+    let (service, mut child) = start_service(&lab, kind, &serve_exe)?;
+    lab.service = Some(service.clone());
+    wait_for_services(&lab, &service, &mut child)?;
     step("services answering");
+    record.complete = true;
+    record.save(&lab.state_dir)?;
     Ok(lab)
 }
 
-/// Removes lab `name`: stops its services (by recorded PID, after checking it is still theirs),
-/// removes the pins, unmounts the bpffs, deletes both namespaces (with them the veth pair and the
-/// XDP attachments) and the state dir. Every step tolerates what an earlier run left missing, so
-/// it also cleans half-built labs; nothing there at all is fine.
-pub fn down(name: &str) -> Result<()> {
-    validate_name(name)?;
-    let state = state_dir(name);
-    let mut problems: Vec<String> = Vec::new();
-    if let Err(e) = stop_service(&state) {
-        problems.push(format!("{e:#}"));
-    }
-    let pins = pin_dir(name);
-    let bpffs_gone = match unmount_bpffs(&pins) {
-        Ok(()) => true,
-        Err(e) => {
-            problems.push(format!("{e:#}"));
-            false
-        }
-    };
-    for ns in [local_ns(name), remote_ns(name)] {
-        if let Err(e) = netns::delete(&ns) {
-            problems.push(format!("{e:#}"));
-        }
-    }
-    if bpffs_gone {
-        match fs::remove_dir_all(&state) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => problems.push(format!("removing {}: {e}", state.display())),
-        }
-    }
-    if !problems.is_empty() {
-        bail!("removing lab `{name}`: {}", problems.join("; "));
-    }
-    Ok(())
-}
-
-/// A lab that is removed when dropped: `pmtu run` makes one when no lab is up.
+/// A lab that is removed when dropped: `pmtu run` makes one when no lab is up. It holds the
+/// lab's lock for its whole life, so nobody else uses or replaces it meanwhile.
 pub struct TempLab {
     lab: Lab,
+    lock: LabLock,
 }
 
 impl TempLab {
     pub fn up(name: &str, mode: AttachMode) -> Result<Self> {
-        Ok(Self {
-            lab: up(name, mode)?,
-        })
+        Self::up_with(name, mode, &UpOptions::from_env()?)
     }
 
     pub fn up_with(name: &str, mode: AttachMode, options: &UpOptions) -> Result<Self> {
-        Ok(Self {
-            lab: up_with(name, mode, options)?,
-        })
+        let lock = LabLock::acquire(name, lock::wait_from_env()?, &|| {
+            crate::signals::requested()
+        })?;
+        Self::up_locked(lock, mode, options)
+    }
+
+    /// Builds a temporary lab under a lock already held.
+    pub fn up_locked(lock: LabLock, mode: AttachMode, options: &UpOptions) -> Result<Self> {
+        let lab = up_locked(&lock, mode, options, true)?;
+        Ok(Self { lab, lock })
     }
 }
 
@@ -329,7 +314,7 @@ impl std::ops::Deref for TempLab {
 
 impl Drop for TempLab {
     fn drop(&mut self) {
-        if let Err(e) = down(&self.lab.name) {
+        if let Err(e) = down_locked(&self.lock) {
             log::error!("{e:#}");
         }
     }

@@ -318,6 +318,50 @@ pub fn is_ours(record: &ServiceRecord, stat: &ProcStat) -> bool {
     argv == record.argv || via_interpreter
 }
 
+/// Whether the recorded service is alive (not a zombie) and still the process that was started.
+pub fn is_running(record: &ServiceRecord) -> bool {
+    proc_stat(record.pid).is_some_and(|s| s.state != 'Z' && is_ours(record, &s))
+}
+
+/// Stops `pids` (processes found in one of the lab's namespaces, named `what` in messages):
+/// SIGTERM, then SIGKILL for those still there after [`STOP_WAIT`]. A PID that meanwhile
+/// belongs to another process (its start time changed) is left alone.
+pub fn stop_processes(pids: &[i32], what: &str) -> Result<()> {
+    let me = std::process::id() as i32;
+    let targets: Vec<(i32, u64)> = pids
+        .iter()
+        .filter(|pid| **pid != me)
+        .filter_map(|pid| proc_stat(*pid).map(|s| (*pid, s.start_time)))
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    log::info!("stopping {} process(es) left in {what}", targets.len());
+    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+        for (pid, start) in &targets {
+            if !has_exited(*pid, *start) {
+                let _ = kill(Pid::from_raw(*pid), signal);
+            }
+        }
+        let deadline = Instant::now() + STOP_WAIT;
+        while targets.iter().any(|(p, s)| !has_exited(*p, *s)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if targets.iter().all(|(p, s)| has_exited(*p, *s)) {
+            return Ok(());
+        }
+    }
+    let left: Vec<String> = targets
+        .iter()
+        .filter(|(p, s)| !has_exited(*p, *s))
+        .map(|(p, _)| p.to_string())
+        .collect();
+    bail!(
+        "processes in {what} do not exit even after SIGKILL: {}",
+        left.join(" ")
+    )
+}
+
 /// Gone, or a zombie: then reaped if it is our child.
 fn has_exited(pid: i32, start_time: u64) -> bool {
     let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
@@ -327,9 +371,17 @@ fn has_exited(pid: i32, start_time: u64) -> bool {
     }
 }
 
+/// Stops the recorded service. An unreadable record is only warned about: the service is then
+/// found by its network namespace like every other process of the lab.
 pub fn stop_service(state: &Path) -> Result<()> {
-    let Some(record) = read_record(state)? else {
-        return Ok(());
+    let record = match read_record(state) {
+        Ok(Some(record)) => record,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            log::warn!("{e:#}; stopping the lab's processes by their namespace instead");
+            let _ = fs::remove_file(record_path(state));
+            return Ok(());
+        }
     };
     let pid = record.pid;
     match proc_stat(pid) {

@@ -18,9 +18,11 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 use serde::Serialize;
 
 use super::{
-    exists,
+    exists, lock,
     plan::{self, local_ns, pin_dir, remote_ns, state_dir, validate_name, CHARGEN_PORT, ECHO_PORT},
+    record::LabRecord,
     service::{is_ours, read_record, ServiceKind},
+    unusable_reasons,
 };
 use crate::{
     config::{format_mac, Mac, Topology},
@@ -32,8 +34,17 @@ use crate::{
 #[derive(Debug, Serialize)]
 pub struct LabStatus {
     pub name: String,
-    /// Both namespaces and the pinned maps are there.
+    /// Built to the end, every part there, interfaces up, services running: usable.
     pub complete: bool,
+    /// Why it is not usable as it is (empty when `complete`).
+    pub unusable: Vec<String>,
+    /// Made by `pmtu run` for itself (removed at its end), not kept by `pmtu lab up`.
+    pub temporary: bool,
+    /// The process that built the lab, and whether it still runs.
+    pub owner_pid: Option<i32>,
+    pub owner_alive: bool,
+    /// The process holding the lab's lock now (a run, `lab up` or `lab down`).
+    pub in_use_by: Option<i32>,
     pub state_dir: PathBuf,
     pub topology: Topology,
     pub namespaces: Vec<NamespaceStatus>,
@@ -188,7 +199,9 @@ pub fn status_report(name: &str) -> Result<LabStatus> {
     };
 
     let pins = pin_dir(name);
-    let complete = namespaces.iter().all(|n| n.exists) && pins.join(MAP_RULES_V4).exists();
+    let unusable = unusable_reasons(name);
+    let complete = unusable.is_empty();
+    let record = LabRecord::load(&state_dir(name)).ok().flatten();
     let (mut rules, mut counters) = (Vec::new(), Vec::new());
     if pins.join(MAP_RULES_V4).exists() {
         match Responder::open_pinned(&pins) {
@@ -226,6 +239,11 @@ pub fn status_report(name: &str) -> Result<LabStatus> {
     Ok(LabStatus {
         name: name.to_string(),
         complete,
+        unusable,
+        temporary: record.as_ref().is_some_and(|r| r.temporary),
+        owner_pid: record.as_ref().map(|r| r.owner_pid),
+        owner_alive: record.as_ref().is_some_and(|r| r.owner_alive()),
+        in_use_by: lock::in_use_by(name),
         state_dir: state_dir(name),
         topology,
         namespaces,
@@ -433,11 +451,22 @@ pub fn status(name: &str) -> Result<String> {
     use std::fmt::Write as _;
     let s = status_report(name)?;
     let mut out = String::new();
-    let state = if s.complete {
-        "up"
+    let owner = s.owner_pid.unwrap_or_default();
+    let mut state = if !s.complete {
+        format!(
+            "INCOMPLETE ({}; `pmtu lab up` or the next `pmtu run` rebuilds it)",
+            s.unusable.join("; ")
+        )
+    } else if s.temporary && !s.owner_alive {
+        format!("ORPHANED (a temporary lab of pid {owner}, which is gone; the next `pmtu run` replaces it)")
+    } else if s.temporary {
+        format!("up, temporary (made by pid {owner} for its run)")
     } else {
-        "INCOMPLETE (`pmtu lab up` rebuilds it)"
+        "up".to_string()
     };
+    if let Some(pid) = s.in_use_by {
+        state.push_str(&format!(", in use by pid {pid}"));
+    }
     let _ = writeln!(
         out,
         "lab `{}`: {state}; state in {}",

@@ -33,6 +33,13 @@ pub fn cmdline(pid: i32) -> Option<Vec<String>> {
     )
 }
 
+/// This process's effective capability set (CapEff of /proc/self/status, bit N = capability N).
+pub fn effective_capabilities() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +58,6 @@ mod tests {
         assert!(proc_stat(i32::MAX).is_none());
         assert!(cmdline(me).is_some_and(|argv| !argv.is_empty()));
         assert!(cmdline(i32::MAX).is_none());
+        assert!(effective_capabilities().is_some());
     }
 }

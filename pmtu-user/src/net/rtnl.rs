@@ -48,6 +48,23 @@ pub async fn link_index(h: &Handle, name: &str) -> Result<u32> {
         .ok_or_else(|| anyhow!("no interface {name}"))
 }
 
+/// Whether interface `name` is administratively up (IFF_UP).
+pub async fn link_is_up(h: &Handle, name: &str) -> Result<bool> {
+    let link = h
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+        .with_context(|| format!("looking up interface {name}"))?
+        .ok_or_else(|| anyhow!("no interface {name}"))?;
+    Ok(link
+        .header
+        .flags
+        .contains(netlink_packet_route::link::LinkFlags::Up))
+}
+
 pub async fn set_up(h: &Handle, name: &str) -> Result<()> {
     let index = link_index(h, name).await?;
     h.link()

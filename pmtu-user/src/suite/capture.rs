@@ -6,16 +6,16 @@
 //! with the original length). The ICMP answer is rebuilt from those bytes the way the program
 //! builds it, so the quote is truncated in the file but its lengths are the real ones.
 use std::{
-    fs::File,
-    io::BufWriter,
+    fs::{self, File, OpenOptions},
+    io::{BufWriter, Write},
     net::{Ipv4Addr, Ipv6Addr},
-    path::Path,
+    path::{Path, PathBuf},
     sync::Mutex,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use crate::wire::{internet_checksum, sum16};
-use anyhow::{Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use nix::{
     sys::time::TimeSpec,
     time::{clock_gettime, ClockId},
@@ -169,25 +169,84 @@ impl Capture {
         frames
     }
 
-    /// Writes every record, in time order; returns how many.
+    /// Writes every record, in time order, to `path`; returns how many. Every write and the
+    /// final flush are checked. A regular file (or a new one) is written under a temporary name
+    /// beside it and renamed over it at the end, so it is either whole or untouched; anything
+    /// else (a pipe, /dev/stdout) is written directly.
     pub fn write(&self, path: &Path) -> Result<usize> {
         let mut records = lock(&self.records);
         records.sort_by_key(|r| r.when);
-        let file = File::create(path)
-            .with_context(|| format!("creating the pcap file {}", path.display()))?;
-        let header = PcapHeader {
-            datalink: DataLink::ETHERNET,
-            ..Default::default()
-        };
-        let mut writer = PcapWriter::with_header(BufWriter::new(file), header)
-            .with_context(|| format!("writing {}", path.display()))?;
-        for r in records.iter() {
-            writer
-                .write_packet(&PcapPacket::new(r.when, r.orig_len, &r.data))
-                .with_context(|| format!("writing {}", path.display()))?;
+        if is_special(path) {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("opening the pcap file {}", path.display()))?;
+            write_records(file, &records)
+                .with_context(|| format!("writing the pcap file {}", path.display()))?;
+            return Ok(records.len());
+        }
+        let tmp = temp_beside(path)?;
+        let result = File::create(&tmp)
+            .map_err(anyhow::Error::from)
+            .and_then(|file| {
+                let file = write_records(file, &records)?;
+                file.sync_all()?;
+                Ok(())
+            })
+            .and_then(|()| Ok(fs::rename(&tmp, path)?));
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.context(format!("writing the pcap file {}", path.display())));
         }
         Ok(records.len())
     }
+}
+
+/// Checks, before a run, that its pcap file can be written: a file can be made beside it (the
+/// target itself is not touched), or it is a special file that opens for writing.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let why = || format!("cannot write the pcap file {}", path.display());
+    if is_special(path) {
+        return fs::metadata(path).map(drop).with_context(why);
+    }
+    if path.is_dir() {
+        return Err(anyhow!("{} is a directory", path.display())).with_context(why);
+    }
+    let tmp = temp_beside(path).with_context(why)?;
+    File::create(&tmp).with_context(why)?;
+    fs::remove_file(&tmp).with_context(why)
+}
+
+/// An existing file that is not a regular one (a device, a pipe): written in place.
+fn is_special(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// `.NAME.pmtu-PID.tmp` in the directory of `path`.
+fn temp_beside(path: &Path) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{} names no file", path.display()))?;
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".pmtu-{}.tmp", std::process::id()));
+    Ok(path.with_file_name(tmp))
+}
+
+/// The pcap header and every record, then the flush; each step checked.
+fn write_records<W: Write>(out: W, records: &[Frame]) -> Result<W> {
+    let header = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        ..Default::default()
+    };
+    let mut writer = PcapWriter::with_header(BufWriter::new(out), header)?;
+    for r in records {
+        writer.write_packet(&PcapPacket::new(r.when, r.orig_len, &r.data))?;
+    }
+    writer
+        .into_writer()
+        .into_inner()
+        .map_err(|e| anyhow::Error::from(e.into_error()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -9,13 +9,18 @@
 )]
 
 use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
     path::Path,
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-use pmtu::lab::{self, plan};
+use pmtu::{
+    lab::{self, plan},
+    net::netns::{self, Identity},
+};
 use serde_json::Value;
 
 /// The binary under test.
@@ -78,9 +83,7 @@ impl LabGuard {
 
     /// Nothing of the lab is left: namespaces, state directory.
     pub fn is_gone(&self) -> bool {
-        !Path::new("/run/netns").join(self.local_ns()).exists()
-            && !Path::new("/run/netns").join(self.remote_ns()).exists()
-            && !plan::state_dir(&self.0).exists()
+        lab_is_gone(&self.0)
     }
 }
 
@@ -90,6 +93,13 @@ impl Drop for LabGuard {
             eprintln!("removing lab {}: {e:#}", self.0);
         }
     }
+}
+
+/// Nothing of lab `name` is left: namespaces, state directory.
+pub fn lab_is_gone(name: &str) -> bool {
+    !Path::new("/run/netns").join(plan::local_ns(name)).exists()
+        && !Path::new("/run/netns").join(plan::remote_ns(name)).exists()
+        && !plan::state_dir(name).exists()
 }
 
 /// A network namespace made by a test, deleted on drop.
@@ -317,4 +327,56 @@ pub fn wait_until_none<T: std::fmt::Debug>(
         );
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// The identity (nsfs inode) of named network namespace `ns`, if it exists.
+pub fn ns_inode(ns: &str) -> Option<u64> {
+    fs::metadata(Path::new("/run/netns").join(ns))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// The identity (inode and cookie) of named network namespace `ns`, if it exists.
+pub fn ns_ident(ns: &str) -> Option<Identity> {
+    netns::identity(ns)
+}
+
+/// Processes whose network namespace is one of `namespaces`, as "PID: command line".
+pub fn processes_in(namespaces: &[Identity]) -> Vec<String> {
+    namespaces
+        .iter()
+        .flat_map(|ns| netns::pids_in(*ns))
+        .map(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            )
+        })
+        .collect()
+}
+
+/// Lab `name`'s record (lab.json), if there is one that parses.
+pub fn lab_record(name: &str) -> Option<Value> {
+    let text = fs::read_to_string(plan::state_dir(name).join("lab.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Waits until nothing of lab `name` is left: namespaces, state, mounts, and no process in the
+/// `namespaces` it had (teardown and the reaping of orphans are asynchronous).
+pub fn assert_gone(name: &str, namespaces: &[Identity]) {
+    assert!(
+        lab_is_gone(name),
+        "lab {name} left namespaces or state behind"
+    );
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&format!("/run/pmtu/{name}/")),
+        "lab {name} left a mount: {mounts}"
+    );
+    wait_until_none(
+        Duration::from_secs(5),
+        &format!("no process left in lab {name}'s namespaces"),
+        || processes_in(namespaces),
+    );
 }
