@@ -17,7 +17,7 @@ use pmtu::{
     config::Topology,
     lab::{self, Found, LabLock, UpOptions},
     net::rawsock::RawSocket,
-    remote::Remote,
+    remote::{ssh_words, Remote},
     scenarios, signals,
     suite::{
         capture::{self, Capture},
@@ -182,8 +182,12 @@ pub async fn cli(
     let selected = select(names)?;
     // Malformed variables and lab names are usage errors (checked again in set-up).
     let from_env = Topology::from_env_if_set().map_err(|e| Usage(format!("{e:#}")))?;
-    if from_env.is_none() {
-        lab::validate_name(lab_name).map_err(|e| Usage(format!("{e:#}")))?;
+    match from_env.as_ref().map(|t| t.remote_ssh.as_deref()) {
+        None => lab::validate_name(lab_name).map_err(|e| Usage(format!("{e:#}")))?,
+        Some(Some(login)) => {
+            ssh_words(login).map_err(|e| Usage(format!("{e:#}")))?;
+        }
+        Some(None) => {}
     }
     require_root("pmtu run")?;
     super::lab::require_capabilities("pmtu run")?;
