@@ -7,14 +7,20 @@
 //! sees either end. Links, addresses and routes are made through rtnetlink, with a netlink
 //! socket opened inside each namespace.
 //!
-//! The rooms: `plan` (every name and address), `bpffs` (pins), `service` (REMOTE's services),
-//! `status` (`pmtu lab status`); this file builds and removes a lab.
+//! The rooms: `plan` (every name and address), `lock` and `record` (who uses and who made the
+//! lab), `health` (what is there and whether it is usable), `teardown`, `bpffs` (pins),
+//! `service` (REMOTE's services), `status` (`pmtu lab status`); this file builds a lab.
 //!
-//! State lives in `/run/pmtu/<name>/`: a bpffs at `bpf/` holding the responder's pinned maps and
-//! XDP links, the service's record (`service.json`: PID, start time, command line), its log
-//! (`services.log`) and inetd's configuration (`inetd/inetd.conf`).
+//! State lives in `/run/pmtu/<name>/`: the lab's `lock` (see [`lock`]), its record (`lab.json`,
+//! see [`record`]: written first, marked complete last), a bpffs at `bpf/` holding the
+//! responder's pinned maps and XDP links, the service's record (`service.json`: PID, start time,
+//! command line), its log (`services.log`) and inetd's configuration (`inetd/inetd.conf`).
 //!
-//! Only the namespaces themselves come from `ip netns add/delete` (through [`crate::net::netns`]):
+//! The namespaces are made by [`crate::net::netns::add_recorded`]: each one's identity is in the record
+//! before it has its name, so a namespace of the lab's names is the lab's only if the record
+//! says so; others are never used nor deleted ([`health`], [`teardown`]).
+//!
+//! Only the namespaces themselves come from `ip netns attach/delete` (through [`crate::net::netns`]):
 //! iproute2 owns the /run/netns convention (a shared mount, one bind-mounted nsfs file per
 //! namespace) that every other tool reads, and rtnetlink has no call for it.
 pub mod bpffs;

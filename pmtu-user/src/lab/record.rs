@@ -77,10 +77,13 @@ impl LabRecord {
             })
     }
 
-    /// Whether the namespace now named `ns` is the one this lab made.
+    /// Whether the namespace now named `ns` is the one this lab made (by inode, and by cookie
+    /// where the record has one).
     pub fn owns(&self, ns: &str) -> bool {
-        self.identity_of(ns)
-            .is_some_and(|id| netns::identity(ns) == Some(id))
+        let (Some(made), Some(now)) = (self.identity_of(ns), netns::identity(ns)) else {
+            return false;
+        };
+        made.inode == now.inode && (made.cookie.is_none() || made.cookie == now.cookie)
     }
 
     /// Writes the record whole: a temporary file renamed over the old one.

@@ -81,8 +81,8 @@ pub(super) fn clear(name: &str, remove_lock_file: bool) -> Result<()> {
     let ours: Vec<(String, netns::Identity)> = [local_ns(name), remote_ns(name)]
         .into_iter()
         .filter_map(|ns| {
-            let id = record.as_ref()?.identity_of(&ns)?;
-            (netns::identity(&ns) == Some(id)).then_some((ns, id))
+            let id = netns::identity(&ns)?;
+            record.as_ref()?.owns(&ns).then_some((ns, id))
         })
         .collect();
     for (ns, id) in &ours {
