@@ -49,14 +49,51 @@ pub struct RunArgs {
 }
 
 /// What keeps the run's set-up alive: a temporary lab, or the responder we attached ourselves.
-struct Setup {
-    topo: Topology,
+pub struct Setup {
+    pub topo: Topology,
     responder: Responder,
     /// A lab made for this run; dropping it removes the lab.
-    _temp: Option<lab::TempLab>,
+    temp: Option<lab::TempLab>,
 }
 
-fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup> {
+impl Setup {
+    /// The scenarios' context: the fake host's raw socket, the responder and its events.
+    /// Call inside the runtime. A temporary lab comes back too: dropping it removes the lab,
+    /// so drop it after the context.
+    pub fn context(
+        self,
+        capture: Option<Arc<Capture>>,
+        profile: ProfileName,
+    ) -> Result<(Ctx, Option<lab::TempLab>)> {
+        let Setup {
+            topo,
+            mut responder,
+            temp,
+        } = self;
+        if let Some(c) = &capture {
+            c.set_routers(topo.local_addr, topo.local_addr6);
+        }
+        let sock = RawSocket::open(topo.local_netns.as_deref(), &topo.local_if)?;
+        let events = responder.take_events()?;
+        let hub = Hub::start(events, capture.clone());
+        let ctx = Ctx {
+            l2: L2 {
+                src: topo.local_mac,
+                dst: topo.remote_mac,
+            },
+            topo,
+            sock,
+            responder: Mutex::new(responder),
+            hub,
+            capture,
+            profile: Profile::get(profile),
+        };
+        Ok((ctx, temp))
+    }
+}
+
+/// The configuration in order (environment, existing lab, temporary lab) with its responder.
+pub fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup> {
     if let Some(topo) = Topology::from_env_if_set()? {
         if topo.remote_netns.is_none() && topo.remote_ssh.is_none() {
             bail!("REMOTE_SSH is not set: a real REMOTE needs it to reset its routes (or give REMOTE_NETNS for a REMOTE in a local namespace)");
@@ -73,7 +110,7 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
             return Ok(Setup {
                 topo,
                 responder,
-                _temp: None,
+                temp: None,
             });
         }
         let mut responder = Responder::load(None)?;
@@ -84,7 +121,7 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
         return Ok(Setup {
             topo,
             responder,
-            _temp: None,
+            temp: None,
         });
     }
     if profile != ProfileName::Linux {
@@ -97,7 +134,7 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
                 return Ok(Setup {
                     responder: lab.responder()?,
                     topo: lab.topology,
-                    _temp: None,
+                    temp: None,
                 });
             }
             Some(why) => eprintln!("pmtu: replacing lab `{lab_name}`: {why}"),
@@ -112,7 +149,7 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
     Ok(Setup {
         responder: temp.responder()?,
         topo: temp.topology.clone(),
-        _temp: Some(temp),
+        temp: Some(temp),
     })
 }
 
@@ -180,28 +217,10 @@ pub async fn cli(
     let started_wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let mut setup = setup(lab_name, mode, args.profile)?;
+    let setup = setup(lab_name, mode, args.profile)?;
     let lab_kind = lab_kind(&setup, lab_name);
     let capture = (args.pcap.is_some() || report.is_some()).then(|| Arc::new(Capture::new()));
-    if let Some(c) = &capture {
-        c.set_routers(setup.topo.local_addr, setup.topo.local_addr6);
-    }
-    let topo = setup.topo.clone();
-    let sock = RawSocket::open(topo.local_netns.as_deref(), &topo.local_if)?;
-    let events = setup.responder.take_events()?;
-    let hub = Hub::start(events, capture.clone());
-    let ctx = Ctx {
-        l2: L2 {
-            src: topo.local_mac,
-            dst: topo.remote_mac,
-        },
-        topo,
-        sock,
-        responder: Mutex::new(setup.responder),
-        hub,
-        capture: capture.clone(),
-        profile: Profile::get(args.profile),
-    };
+    let (ctx, temp) = setup.context(capture.clone(), args.profile)?;
 
     let mut reporter = Reporter::stdout(args.format);
     let (outcomes, interrupted) =
@@ -228,7 +247,7 @@ pub async fn cli(
         eprintln!("pmtu: wrote the report to {}", path.display());
     }
     drop(ctx);
-    drop(setup._temp.take());
+    drop(temp);
     if interrupted {
         eprintln!("pmtu: interrupted; cleaned up");
         return Ok(ExitCode::from(signals::exit_code().unwrap_or(130)));
@@ -252,7 +271,7 @@ pub fn run_exit_code(outcomes: &[Outcome]) -> u8 {
 /// Which REMOTE the run tested, for the report.
 fn lab_kind(setup: &Setup, lab_name: &str) -> String {
     let t = &setup.topo;
-    match (&t.remote_ssh, &t.remote_netns, &setup._temp) {
+    match (&t.remote_ssh, &t.remote_netns, &setup.temp) {
         (Some(ssh), _, _) => format!("over ssh: REMOTE_SSH={ssh}, LOCAL_IF {}", t.local_if),
         (None, Some(_), Some(_)) => {
             format!("the built-in lab `{lab_name}`, made for this run (network namespaces, veth)")

@@ -31,12 +31,27 @@ pub struct FakeTcp<'a> {
     snd_nxt: u32,
     /// REMOTE's initial sequence number + 1: the first data byte.
     pub data_start: u32,
+    /// The receive window we announce.
+    window: u16,
     reset_sent: bool,
 }
 
 impl<'a> FakeTcp<'a> {
     /// "Send SYN packet, receive SYN+ACK, send ACK."
     pub async fn connect(ctx: &'a Ctx, fake: SocketAddr, remote: SocketAddr) -> Result<Self> {
+        Self::connect_with_window(ctx, fake, remote, WINDOW).await
+    }
+
+    /// [`FakeTcp::connect`] announcing receive window `window`: a small one makes REMOTE
+    /// send only a few segments (stress: fewer events per flow). Linux bounds its segments to
+    /// half the largest window the peer announced, so full-size segments need at least
+    /// twice the MSS.
+    pub async fn connect_with_window(
+        ctx: &'a Ctx,
+        fake: SocketAddr,
+        remote: SocketAddr,
+        window: u16,
+    ) -> Result<Self> {
         let flow = ctx.hub.flow(fake);
         let iss = random_u32();
         let mut tcp = FakeTcp {
@@ -46,6 +61,7 @@ impl<'a> FakeTcp<'a> {
             remote,
             snd_nxt: iss,
             data_start: 0,
+            window,
             reset_sent: false,
         };
         tcp.send(
@@ -90,7 +106,7 @@ impl<'a> FakeTcp<'a> {
             seq: self.snd_nxt,
             ack,
             flags,
-            window: WINDOW,
+            window: self.window,
             mss,
             payload: Vec::new(),
         };
