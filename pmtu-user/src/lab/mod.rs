@@ -34,7 +34,7 @@ use crate::{
     config::Topology,
     net::{
         netns,
-        rtnl::{add_address, add_route, link_index, netlink_in, set_up},
+        rtnl::{add_address, add_route, add_router_neighbour, link_index, netlink_in, set_up},
         sysctl::write_sysctls,
     },
     remote::Remote,
@@ -222,6 +222,11 @@ fn build(name: &str, mode: AttachMode, kind: ServiceKind, options: &UpOptions) -
         let index = link_index(&h, REMOTE_IF).await?;
         add_address(&h, index, t_remote.remote_addr.into(), LINK_PREFIX_V4).await?;
         add_address(&h, index, t_remote.remote_addr6.into(), LINK_PREFIX_V6).await?;
+        // REMOTE knows LOCAL as a router, as a host knows its next hop: Linux's IPv6 route
+        // GC drops every PMTU exception behind a gateway whose neighbour entry lacks the
+        // router flag each time more than gc_thresh (1024) routes are cached, which a stress
+        // run of thousands of fake hosts reaches.
+        add_router_neighbour(&h, index, t_remote.local_addr6.into(), &LOCAL_MAC).await?;
         // REMOTE reaches the fake nets through LOCAL, the router.
         for net in fake_nets(&t_remote) {
             let via = match net {

@@ -7,7 +7,9 @@ use std::{
 use anyhow::{anyhow, Context as _, Result};
 use futures::TryStreamExt as _;
 use ipnet::IpNet;
-use netlink_packet_route::{address::AddressHeaderFlags, route::RouteType};
+use netlink_packet_route::{
+    address::AddressHeaderFlags, neighbour::NeighbourFlags, route::RouteType,
+};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use super::netns;
@@ -107,4 +109,17 @@ pub async fn add_route(
         .execute()
         .await
         .with_context(|| format!("adding route {what}"))
+}
+
+/// A permanent neighbour entry flagged as a router (`ip neigh replace ADDR lladdr MAC dev IF
+/// nud permanent router`).
+pub async fn add_router_neighbour(h: &Handle, index: u32, addr: IpAddr, mac: &[u8]) -> Result<()> {
+    h.neighbours()
+        .add(index, addr)
+        .link_layer_address(mac)
+        .flags(NeighbourFlags::Router)
+        .replace()
+        .execute()
+        .await
+        .with_context(|| format!("adding router neighbour {addr}"))
 }
