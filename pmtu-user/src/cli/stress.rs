@@ -23,10 +23,11 @@ use pmtu_common::Counter;
 
 use pmtu::{
     config::Topology,
-    lab::plan::{STRESS_NET, STRESS_NET6},
+    lab::plan::{REMOTE_IF, STRESS_NET, STRESS_NET6},
     net::{
         netns,
         probe::{probe_chargen, probe_echo},
+        rtnl,
     },
     signals,
     suite::{
@@ -204,6 +205,7 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
         .context("forgetting REMOTE's path MTUs before the run")?;
 
     let lost_before = events_lost(&ctx)?;
+    let dropped_before = dropped_frames(&t, real_remote)?;
     let live = Arc::new(Live::default());
     let progress = Progress::start(live.clone(), plan.flows);
     let stats = match args.client {
@@ -230,6 +232,7 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     if args.client == Client::Fake {
         report.set_events_lost(events_lost(&ctx)?.saturating_sub(lost_before));
     }
+    report.set_frames_dropped(dropped_frames(&t, real_remote)?.saturating_sub(dropped_before));
     report.add_usage();
     match args.format {
         Format::Human => print!("{}", report.human()),
@@ -264,6 +267,15 @@ fn events_lost(ctx: &Ctx) -> Result<u64> {
         Err(p) => p.into_inner(),
     };
     Ok(responder.counters()?[Counter::EventsLost as usize])
+}
+
+/// Frames dropped so far by LOCAL_IF and, in a lab, by REMOTE's end of the veth.
+fn dropped_frames(t: &Topology, real_remote: bool) -> Result<u64> {
+    let mut n = rtnl::dropped_frames(t.local_netns.as_deref(), &t.local_if)?;
+    if let (false, Some(ns)) = (real_remote, t.remote_netns.as_deref()) {
+        n += rtnl::dropped_frames(Some(ns), REMOTE_IF)?;
+    }
+    Ok(n)
 }
 
 /// A lab from before the stress prefixes existed cannot run stress.

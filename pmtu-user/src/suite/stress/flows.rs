@@ -114,7 +114,7 @@ async fn tcp(ctx: &Ctx, spec: &FlowSpec) -> Result<Outcome> {
             Ok(c) => c,
             Err(e) => return Ok(Failure::new(spec, Reason::NoHandshake).detail(format!("{e:#}")).boxed()),
         };
-    let quoted = match conn.wait_data_over(mtu).await {
+    let quoted = match conn.wait_data_over_acking(mtu).await {
         Ok(ev) => ev,
         Err(e) => return Ok(Failure::new(spec, Reason::NoData).detail(format!("{e:#}")).boxed()),
     };
@@ -134,21 +134,25 @@ async fn tcp(ctx: &Ctx, spec: &FlowSpec) -> Result<Outcome> {
             .boxed());
     }
     let latency_ns = retx.ts_ns.saturating_sub(quoted.ts_ns);
-    // The rest of the quoted range follows, nothing larger than the MTU.
+    // The rest of the quoted range follows, nothing larger than the MTU. Each piece is
+    // acknowledged as a receiver would, so that REMOTE goes on even after a timeout.
     let quoted_len = quoted.payload_len();
     let mut covered = retx.seq_end();
     let mut largest = retx.ip_len;
+    conn.ack(covered)?;
     let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
     while covered.wrapping_sub(quoted.seq) < quoted_len {
         let Some(ev) = conn.flow.next_until(deadline).await else {
             return Ok(Failure::new(spec, Reason::PartialResend)
                 .measured("resent_bytes", covered.wrapping_sub(quoted.seq), quoted_len)
+                .detail(format!("quoted {quoted}; resent first {retx}"))
                 .boxed());
         };
         if ev.is_tcp() && ev.payload_len() > 0 {
             largest = largest.max(ev.ip_len);
             if ev.seq == covered {
                 covered = ev.seq_end();
+                conn.ack(covered)?;
             }
         }
     }
@@ -295,7 +299,7 @@ async fn probe_tcp(ctx: &Ctx, spec: &FlowSpec) -> Result<Probe> {
     };
     // The first segment after chargen's first line: at the path MTU if REMOTE remembers it.
     let line = headers(spec.kind.v6(), true) + 74;
-    let first = match conn.wait_data_over(line).await {
+    let first = match conn.wait_data_over_acking(line).await {
         Ok(ev) => ev,
         Err(e) => {
             let failed = Failure::new(spec, Reason::NoData).detail(format!("{e:#}"));

@@ -71,6 +71,11 @@ pub struct Report {
     /// The responder's events_lost counter over the run (None for the kernel client): a run
     /// that lost events is invalid.
     pub events_lost: Option<u64>,
+    /// Frames the link between LOCAL and REMOTE dropped over the run (LOCAL_IF's counters,
+    /// and in a lab REMOTE's end too): lost ICMP errors or segments make verdicts
+    /// meaningless, so such a run is invalid as well.
+    pub frames_dropped: Option<u64>,
+    /// No events lost and no frames dropped.
     pub valid: bool,
     pub cpu_s: f64,
     pub peak_rss_mb: f64,
@@ -129,6 +134,7 @@ impl Report {
             latency_us: Latency::of(&stats.latency_us),
             failures: stats.failures.values().cloned().collect(),
             events_lost: None,
+            frames_dropped: None,
             valid: true,
             cpu_s: 0.0,
             peak_rss_mb: 0.0,
@@ -150,7 +156,12 @@ impl Report {
 
     pub fn set_events_lost(&mut self, lost: u64) {
         self.events_lost = Some(lost);
-        self.valid = lost == 0;
+        self.valid &= lost == 0;
+    }
+
+    pub fn set_frames_dropped(&mut self, dropped: u64) {
+        self.frames_dropped = Some(dropped);
+        self.valid &= dropped == 0;
     }
 
     /// Every flow and probe verified, and nothing lost.
@@ -227,6 +238,9 @@ impl Report {
         if let Some(lost) = self.events_lost {
             out += &format!("  events lost: {lost}\n");
         }
+        if let Some(dropped) = self.frames_dropped {
+            out += &format!("  frames dropped on the link: {dropped}\n");
+        }
         out += &format!(
             "  pmtu: CPU {:.2} s, peak RSS {:.1} MB\n",
             self.cpu_s, self.peak_rss_mb
@@ -250,10 +264,16 @@ impl Report {
                 out += &format!("     saw: {}\n", e.detail);
             }
         }
-        if !self.valid {
+        if self.events_lost.is_some_and(|n| n > 0) {
             out += &format!(
                 "INVALID: the responder lost {} events (its ring buffer was full): lower --rate or --concurrency\n",
                 self.events_lost.unwrap_or(0)
+            );
+        }
+        if self.frames_dropped.is_some_and(|n| n > 0) {
+            out += &format!(
+                "INVALID: the link dropped {} frames (its queues were full, so ICMP errors or segments may never have arrived): lower --rate or --concurrency\n",
+                self.frames_dropped.unwrap_or(0)
             );
         }
         out
