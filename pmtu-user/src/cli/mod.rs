@@ -177,7 +177,7 @@ pub async fn dispatch(globals: Globals, request: Request) -> Result<ExitCode> {
         Request::Verb(Verb::Respond(args)) => ok(respond::cli(args, mode).await),
         Request::Verb(Verb::Serve(args)) => ok(serve::cli(args).await),
         Request::Verb(Verb::Bench(args)) => ok(bench::cli(args).await),
-        Request::Verb(Verb::Stress(args)) => stress::cli(args, lab_name, mode).await,
+        Request::Verb(Verb::Stress(args)) => tested(stress::cli(args, lab_name, mode).await),
     }
 }
 

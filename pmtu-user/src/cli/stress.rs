@@ -32,7 +32,6 @@ use pmtu::{
     signals,
     suite::{
         random_u32,
-        report::Format,
         stress::{
             self, flows, kernel, plot,
             report::{Client, Report},
@@ -43,7 +42,7 @@ use pmtu::{
     xdp::responder::AttachMode,
 };
 
-use super::{require_root, run};
+use super::{exit, require_root, run, Usage};
 
 /// Ports of the `pmtu serve` a stress run starts inside the lab's REMOTE (its inetd forks a
 /// process per connection: far too slow for thousands of flows a second).
@@ -55,8 +54,11 @@ const LAB_UDP_PORT: u16 = 10007;
 In the built-in lab every flow comes from its own host in 198.18.0.0/15 and 2001:db8:5000::/48, \
 and the run starts its own `pmtu serve` in REMOTE; on a real REMOTE (LOCAL_IF ... FAKE_NET_ADDR6 \
 set) the hosts come from FAKE_NET and FAKE_NET6, whose size bounds the flows, and the services are \
-REMOTE's own (--tcp-port, --udp-port). Exit status: 0 every flow verified, 1 a failure, an \
-invalid run (events lost) or an error, 130 interrupted.")]
+REMOTE's own (--tcp-port, --udp-port).
+
+Exit codes: 0 every flow verified; 1 a flow FAILed (REMOTE is broken); 2 usage error; 125 could \
+not test: an invalid run (the responder lost events, or the link dropped frames) or a set-up \
+error; 130, 143, 129 stopped by SIGINT, SIGTERM, SIGHUP (after printing what was measured).")]
 pub struct StressArgs {
     /// Flows in all (each from its own fake host).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -69,7 +71,12 @@ pub struct StressArgs {
     #[arg(long)]
     pub rate: Option<f64>,
     /// Kinds of flows, taken in turn.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "tcp4,tcp6,udp4,udp6")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "tcp4,tcp6,udp4,udp6"
+    )]
     pub mix: Vec<Kind>,
     /// MTUs announced, each flow its own drawn from MIN-MAX (IPv6 at least 1280, IPv4 576;
     /// below the 1500 of the packets answered).
@@ -89,14 +96,20 @@ pub struct StressArgs {
     #[arg(long)]
     pub udp_port: Option<u16>,
     /// Output: a summary for people, or one JSON object.
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
+    #[arg(long, value_enum, default_value_t = StressFormat::Human)]
+    pub format: StressFormat,
     /// Draw verified flows per second and the latency distribution to this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// Expected behaviour of REMOTE's OS.
     #[arg(long, value_enum, default_value_t = ProfileName::Linux)]
     pub profile: ProfileName,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StressFormat {
+    Human,
+    Json,
 }
 
 fn parse_mtu_range(text: &str) -> Result<RangeInclusive<u16>, String> {
@@ -120,28 +133,34 @@ fn parse_mtu_range(text: &str) -> Result<RangeInclusive<u16>, String> {
 }
 
 /// Refuses what the run cannot do, before anything is set up.
-fn check(args: &StressArgs) -> Result<()> {
+fn check(args: &StressArgs) -> Result<(), Usage> {
     if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
-        bail!(
+        return Err(Usage(format!(
             "--concurrency {} is not within 1..={MAX_CONCURRENCY}: every flow holds a rule in the responder's 4096-entry LPM trie",
             args.concurrency
-        );
+        )));
     }
     if let Some(r) = args.rate {
         if !(r.is_finite() && r > 0.0) {
-            bail!("--rate {r} is not a positive number of flows per second");
+            return Err(Usage(format!(
+                "--rate {r} is not a positive number of flows per second"
+            )));
         }
     }
     for k in &args.mix {
         if *args.mtu.start() < k.min_mtu() {
-            bail!(
-                "--mtu {}-{}: {} flows need at least {} ({})",
+            let why = if k.v6() {
+                "IPv6's minimum MTU, RFC 8200"
+            } else {
+                "every IPv4 host accepts 576, RFC 791"
+            };
+            return Err(Usage(format!(
+                "--mtu {}-{}: {} flows need at least {} ({why})",
                 args.mtu.start(),
                 args.mtu.end(),
                 k.name(),
-                k.min_mtu(),
-                if k.v6() { "IPv6's minimum MTU, RFC 8200" } else { "every IPv4 host accepts 576, RFC 791" }
-            );
+                k.min_mtu()
+            )));
         }
     }
     Ok(())
@@ -235,8 +254,8 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     report.set_frames_dropped(dropped_frames(&t, real_remote)?.saturating_sub(dropped_before));
     report.add_usage();
     match args.format {
-        Format::Human => print!("{}", report.human()),
-        Format::Json => println!("{}", report.json()),
+        StressFormat::Human => print!("{}", report.human()),
+        StressFormat::Json => println!("{}", report.json()),
     }
     if let Some(path) = &args.plot {
         let latency_name = match args.client {
@@ -247,18 +266,28 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
             "pmtu stress: {} verified flows, {} flows/s",
             report.verified, report.verified_flows_per_s
         );
-        plot::write_svg(path, &title, &report.verified_per_second, &stats.latency_us, latency_name)?;
+        plot::write_svg(
+            path,
+            &title,
+            &report.verified_per_second,
+            &stats.latency_us,
+            latency_name,
+        )?;
         eprintln!("stress: wrote {}", path.display());
     }
     if stats.interrupted {
         eprintln!("pmtu: interrupted; cleaned up");
-        return Ok(ExitCode::from(130));
+        return Ok(ExitCode::from(signals::exit_code().unwrap_or(130)));
     }
-    Ok(if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(ExitCode::from(
+        if report.failed > 0 || !report.failures.is_empty() {
+            exit::FAILED
+        } else if !report.valid {
+            exit::COULD_NOT_TEST
+        } else {
+            exit::PASSED
+        },
+    ))
 }
 
 fn events_lost(ctx: &Ctx) -> Result<u64> {
@@ -334,7 +363,11 @@ fn check_services(t: &Topology, plan: &Plan) -> Result<()> {
         } else {
             t.remote_addr.into()
         };
-        let port = if k.tcp() { plan.tcp_port } else { plan.udp_port };
+        let port = if k.tcp() {
+            plan.tcp_port
+        } else {
+            plan.udp_port
+        };
         let c = (SocketAddr::new(ip, port), k.tcp());
         if !checks.contains(&c) {
             checks.push(c);

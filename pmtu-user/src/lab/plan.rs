@@ -185,11 +185,17 @@ mod tests {
     fn stress_nets_overlap_neither_the_link_nor_the_fake_nets() {
         let link6 = Ipv6Net::new(LOCAL_ADDR6, LINK_PREFIX_V6).unwrap().trunc();
         for net in [link6, FAKE_NET6] {
-            assert!(!STRESS_NET6.contains(&net) && !net.contains(&STRESS_NET6), "{net}");
+            assert!(
+                !STRESS_NET6.contains(&net) && !net.contains(&STRESS_NET6),
+                "{net}"
+            );
         }
         let link4 = Ipv4Net::new(LOCAL_ADDR, LINK_PREFIX_V4).unwrap().trunc();
         for net in [link4, FAKE_NET] {
-            assert!(!STRESS_NET.contains(&net) && !net.contains(&STRESS_NET), "{net}");
+            assert!(
+                !STRESS_NET.contains(&net) && !net.contains(&STRESS_NET),
+                "{net}"
+            );
         }
     }
 

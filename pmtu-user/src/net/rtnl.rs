@@ -8,8 +8,7 @@ use anyhow::{anyhow, Context as _, Result};
 use futures::TryStreamExt as _;
 use ipnet::IpNet;
 use netlink_packet_route::{
-    address::AddressHeaderFlags, link::LinkAttribute, neighbour::NeighbourFlags,
-    route::RouteType,
+    address::AddressHeaderFlags, link::LinkAttribute, neighbour::NeighbourFlags, route::RouteType,
 };
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 

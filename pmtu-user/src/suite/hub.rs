@@ -347,7 +347,11 @@ mod tests {
 
         // A flow whose receiver is gone without the Flow's clean-up is forgotten on delivery.
         let (tx, rx) = unbounded_channel();
-        hub.lock().flows.insert(addr(C), tx);
+        let sub = Subscriber {
+            tx,
+            fragment_ids: Vec::new(),
+        };
+        hub.lock().flows.insert(addr(C), sub);
         drop(rx);
         deliver(&hub, toward(addr(C), 5));
         assert!(!hub.lock().flows.contains_key(&addr(C)));

@@ -97,26 +97,35 @@ fn resend_reason(quoted_len: u16, resent: u16, expected: u16) -> Option<Reason> 
 fn answered(spec: &FlowSpec, ev: &PacketEvent) -> Option<Outcome> {
     match ev.action {
         Some(EventAction::Answered) => None,
-        Some(EventAction::NotDf) => Some(
-            Failure::new(spec, Reason::NoDf)
-                .detail(ev)
-                .boxed(),
-        ),
+        Some(EventAction::NotDf) => Some(Failure::new(spec, Reason::NoDf).detail(ev).boxed()),
         _ => Some(Failure::new(spec, Reason::NotAnswered).detail(ev).boxed()),
     }
 }
 
 async fn tcp(ctx: &Ctx, spec: &FlowSpec) -> Result<Outcome> {
     let mtu = spec.mtu;
-    let mut conn =
-        match FakeTcp::connect_with_window(ctx, spec.fake, spec.remote, window(spec.remote)).await
-        {
-            Ok(c) => c,
-            Err(e) => return Ok(Failure::new(spec, Reason::NoHandshake).detail(format!("{e:#}")).boxed()),
-        };
+    let mut conn = match FakeTcp::connect_with_window(
+        ctx,
+        spec.fake,
+        spec.remote,
+        window(spec.remote),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(Failure::new(spec, Reason::NoHandshake)
+                .detail(format!("{e:#}"))
+                .boxed())
+        }
+    };
     let quoted = match conn.wait_data_over_acking(mtu).await {
         Ok(ev) => ev,
-        Err(e) => return Ok(Failure::new(spec, Reason::NoData).detail(format!("{e:#}")).boxed()),
+        Err(e) => {
+            return Ok(Failure::new(spec, Reason::NoData)
+                .detail(format!("{e:#}"))
+                .boxed())
+        }
     };
     if let Some(failed) = answered(spec, &quoted) {
         return Ok(failed);
@@ -125,7 +134,11 @@ async fn tcp(ctx: &Ctx, spec: &FlowSpec) -> Result<Outcome> {
     conn.ack(quoted.seq)?;
     let retx = match conn.wait_seq(quoted.seq, "resend of the quoted data").await {
         Ok(ev) => ev,
-        Err(e) => return Ok(Failure::new(spec, Reason::NoResend).detail(format!("{e:#}")).boxed()),
+        Err(e) => {
+            return Ok(Failure::new(spec, Reason::NoResend)
+                .detail(format!("{e:#}"))
+                .boxed())
+        }
     };
     if let Some(reason) = resend_reason(quoted.ip_len, retx.ip_len, mtu) {
         return Ok(Failure::new(spec, reason)
@@ -173,14 +186,22 @@ fn udp_payload(v6: bool) -> usize {
 async fn echo(ctx: &Ctx, spec: &FlowSpec, flow: &mut Flow) -> Result<Reply, Outcome> {
     echo_from_fake_to(ctx, flow, spec.remote, udp_payload(spec.kind.v6()))
         .await
-        .map_err(|e| Failure::new(spec, Reason::NoEchoReply).detail(format!("{e:#}")).boxed())
+        .map_err(|e| {
+            Failure::new(spec, Reason::NoEchoReply)
+                .detail(format!("{e:#}"))
+                .boxed()
+        })
 }
 
 /// Checks a reply that must come fragmented for path MTU `mtu`.
 fn check_fragmented(spec: &FlowSpec, reply: &Reply, mtu: u16) -> Option<Outcome> {
     let v6 = spec.kind.v6();
     if let Some(atomic) = reply.atomic_fragment() {
-        return Some(Failure::new(spec, Reason::AtomicFragment).detail(atomic).boxed());
+        return Some(
+            Failure::new(spec, Reason::AtomicFragment)
+                .detail(atomic)
+                .boxed(),
+        );
     }
     if !reply.is_fragmented() {
         let reason = if reply.first_len() == FULL_SIZE {
@@ -213,7 +234,11 @@ fn check_fragmented(spec: &FlowSpec, reply: &Reply, mtu: u16) -> Option<Outcome>
         );
     }
     if !v6 && reply.first.df {
-        return Some(Failure::new(spec, Reason::DfOnFragment).detail(&reply.first).boxed());
+        return Some(
+            Failure::new(spec, Reason::DfOnFragment)
+                .detail(&reply.first)
+                .boxed(),
+        );
     }
     None
 }

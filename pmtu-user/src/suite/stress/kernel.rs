@@ -33,9 +33,7 @@ pub async fn run(spec: FlowSpec, local: IpAddr) -> Result<Outcome> {
         Ok(Ok(())) => Outcome::Verified {
             latency_ns: started.elapsed().as_nanos() as u64,
         },
-        Ok(Err(e)) => Failure::new(&spec, Reason::KernelClient)
-            .detail(e)
-            .boxed(),
+        Ok(Err(e)) => Failure::new(&spec, Reason::KernelClient).detail(e).boxed(),
         Err(_) => Failure::new(&spec, Reason::KernelClient)
             .detail(format!("no answer within {} ms", REPLY_TIMEOUT.as_millis()))
             .boxed(),
@@ -50,7 +48,7 @@ async fn tcp(spec: &FlowSpec, local: IpAddr) -> std::io::Result<()> {
     };
     socket.bind(SocketAddr::new(local, 0))?;
     // Closing sends RST (SO_LINGER with a zero timeout), as a stress flow ends.
-    let linger = libc::linger {
+    let linger = nix::libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };

@@ -113,9 +113,7 @@ impl Hosts {
         let mut skip_v6: Vec<u128> = in_use
             .iter()
             .filter_map(|a| match a {
-                IpAddr::V6(a) if v6.contains(a) => {
-                    Some(u128::from(*a) - u128::from(v6.network()))
-                }
+                IpAddr::V6(a) if v6.contains(a) => Some(u128::from(*a) - u128::from(v6.network())),
                 _ => None,
             })
             .collect();
@@ -271,7 +269,9 @@ pub struct FlowSpec {
 pub enum Outcome {
     /// Verified; the latency from the ICMP error to the resend (TCP) or to the fragmented
     /// reply (UDP), or of the whole exchange for the kernel client.
-    Verified { latency_ns: u64 },
+    Verified {
+        latency_ns: u64,
+    },
     Failed(Box<Failure>),
 }
 
@@ -460,13 +460,25 @@ mod tests {
         let hosts = Hosts::new(
             "198.51.100.0/24".parse().unwrap(),
             "2001:db8:1::/64".parse().unwrap(),
-            &["198.51.100.22".parse().unwrap(), "2001:db8:1::2".parse().unwrap()],
+            &[
+                "198.51.100.22".parse().unwrap(),
+                "2001:db8:1::2".parse().unwrap(),
+            ],
         );
         assert_eq!(hosts.count(false), 253);
         assert_eq!(hosts.host(false, 0), Some("198.51.100.1".parse().unwrap()));
-        assert_eq!(hosts.host(false, 20), Some("198.51.100.21".parse().unwrap()));
-        assert_eq!(hosts.host(false, 21), Some("198.51.100.23".parse().unwrap()));
-        assert_eq!(hosts.host(false, 252), Some("198.51.100.254".parse().unwrap()));
+        assert_eq!(
+            hosts.host(false, 20),
+            Some("198.51.100.21".parse().unwrap())
+        );
+        assert_eq!(
+            hosts.host(false, 21),
+            Some("198.51.100.23".parse().unwrap())
+        );
+        assert_eq!(
+            hosts.host(false, 252),
+            Some("198.51.100.254".parse().unwrap())
+        );
         assert_eq!(hosts.host(false, 253), None);
         assert_eq!(hosts.host(true, 0), Some("2001:db8:1::1".parse().unwrap()));
         assert_eq!(hosts.host(true, 1), Some("2001:db8:1::3".parse().unwrap()));
@@ -482,7 +494,14 @@ mod tests {
         let kinds: Vec<Kind> = specs.iter().map(|s| s.kind).collect();
         assert_eq!(
             kinds,
-            [Kind::Tcp4, Kind::Udp4, Kind::Tcp6, Kind::Tcp4, Kind::Udp4, Kind::Tcp6]
+            [
+                Kind::Tcp4,
+                Kind::Udp4,
+                Kind::Tcp6,
+                Kind::Tcp4,
+                Kind::Udp4,
+                Kind::Tcp6
+            ]
         );
         let hosts: Vec<String> = specs.iter().map(|s| s.fake.ip().to_string()).collect();
         assert_eq!(

@@ -76,7 +76,12 @@ pub fn write_svg(
             Histogram::vertical(&chart)
                 .style(GREEN.filled())
                 .margin(1)
-                .data(counts.iter().enumerate().map(|(i, c)| (i as u64 * width, *c))),
+                .data(
+                    counts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (i as u64 * width, *c)),
+                ),
         )
         .map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))?;

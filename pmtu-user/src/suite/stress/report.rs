@@ -145,8 +145,7 @@ impl Report {
 
     /// The process's CPU time (user + system) and peak RSS so far.
     pub fn add_usage(&mut self) {
-        if let Ok(u) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-        {
+        if let Ok(u) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
             let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
             self.cpu_s = ((secs(u.user_time()) + secs(u.system_time())) * 100.0).round() / 100.0;
             // Linux reports ru_maxrss in kilobytes.
