@@ -57,7 +57,10 @@ fn a_short_run_of_every_kind_verifies_every_flow_and_probes_capacity() {
             "{kind}: every destination remembered or adopted again: {all}"
         );
     }
-    assert!(s["peak_rss_mb"].as_f64().is_some_and(|mb| mb > 0.0), "{all}");
+    assert!(
+        s["peak_rss_mb"].as_f64().is_some_and(|mb| mb > 0.0),
+        "{all}"
+    );
     assert_eq!(
         s["verified_per_second"]
             .as_array()

@@ -251,7 +251,12 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     if args.client == Client::Fake {
         report.set_events_lost(events_lost(&ctx)?.saturating_sub(lost_before));
     }
-    report.set_frames_dropped(dropped_frames(&t, real_remote)?.saturating_sub(dropped_before));
+    let dropped = dropped_frames(&t, real_remote)?.saturating_sub(dropped_before);
+    match args.client {
+        Client::Fake => report.set_frames_dropped(dropped),
+        // Nothing is judged from the kernel client's frames: only reported.
+        Client::Kernel => report.frames_dropped = Some(dropped),
+    }
     report.add_usage();
     match args.format {
         StressFormat::Human => print!("{}", report.human()),

@@ -47,6 +47,11 @@ async fn tcp(spec: &FlowSpec, local: IpAddr) -> std::io::Result<()> {
         TcpSocket::new_v4()?
     };
     socket.bind(SocketAddr::new(local, 0))?;
+    // As much as a stress flow's window lets through (two segments and a line), in a window
+    // a few times larger: smaller ones stall on the receiver's silly-window avoidance, larger
+    // ones make REMOTE send far more than the exchange needs before the RST.
+    let want = 2 * mss_for(spec.remote) as usize + 74;
+    socket.set_recv_buffer_size(4 * want as u32)?;
     // Closing sends RST (SO_LINGER with a zero timeout), as a stress flow ends.
     let linger = nix::libc::linger {
         l_onoff: 1,
@@ -54,7 +59,6 @@ async fn tcp(spec: &FlowSpec, local: IpAddr) -> std::io::Result<()> {
     };
     setsockopt(&socket, sockopt::Linger, &linger).map_err(std::io::Error::from)?;
     let stream = socket.connect(spec.remote).await?;
-    let want = 2 * mss_for(spec.remote) as usize + 74;
     let mut buf = vec![0u8; want];
     let mut got = 0;
     while got < want {
