@@ -246,7 +246,18 @@ impl Report {
         );
         for g in &self.failures {
             let e = &g.example;
-            out += &format!("FAIL {} flows: {} ({:?})\n", g.count, g.why, g.reason);
+            let kinds: Vec<String> = g
+                .kinds
+                .iter()
+                .map(|(k, n)| format!("{} {n}", k.name()))
+                .collect();
+            out += &format!(
+                "FAIL {} flows ({}): {} ({:?})\n",
+                g.count,
+                kinds.join(", "),
+                g.why,
+                g.reason
+            );
             let numbers = if e.measured.is_empty() {
                 String::new()
             } else {
@@ -263,13 +274,13 @@ impl Report {
                 out += &format!("     saw: {}\n", e.detail);
             }
         }
-        if self.events_lost.is_some_and(|n| n > 0) {
+        if !self.valid && self.events_lost.is_some_and(|n| n > 0) {
             out += &format!(
                 "INVALID: the responder lost {} events (its ring buffer was full): lower --rate or --concurrency\n",
                 self.events_lost.unwrap_or(0)
             );
         }
-        if self.frames_dropped.is_some_and(|n| n > 0) {
+        if !self.valid && self.frames_dropped.is_some_and(|n| n > 0) {
             out += &format!(
                 "INVALID: the link dropped {} frames (its queues were full, so ICMP errors or segments may never have arrived): lower --rate or --concurrency\n",
                 self.frames_dropped.unwrap_or(0)

@@ -121,6 +121,8 @@ pub struct FailureGroup {
     pub reason: Reason,
     pub why: &'static str,
     pub count: u64,
+    /// The count by kind of flow.
+    pub kinds: BTreeMap<Kind, u64>,
     pub example: Failure,
 }
 
@@ -231,15 +233,19 @@ impl Stats {
     }
 
     pub fn add_failure(&mut self, failure: Failure) {
-        self.failures
+        let kind = failure.kind;
+        let group = self
+            .failures
             .entry(failure.reason)
-            .and_modify(|g| g.count += 1)
             .or_insert_with(|| FailureGroup {
                 reason: failure.reason,
                 why: failure.reason.why(),
-                count: 1,
+                count: 0,
+                kinds: BTreeMap::new(),
                 example: failure,
             });
+        group.count += 1;
+        *group.kinds.entry(kind).or_default() += 1;
     }
 
     pub fn verified(&self) -> u64 {
@@ -322,6 +328,7 @@ mod tests {
         assert_eq!((stats.verified(), stats.failed()), (1, 3));
         let ignored = &stats.failures[&Reason::IgnoredIcmp];
         assert_eq!(ignored.count, 2);
+        assert_eq!(ignored.kinds[&Kind::Tcp4], 2);
         // Flow 1 (the first of the two), from the second fake host.
         assert!(
             ignored.example.fake.starts_with("198.18.0.2:"),
