@@ -348,11 +348,12 @@ fn check_hosts(plan: &Plan, real_remote: bool) -> Result<()> {
             } else {
                 format!("{net} allows {have}: lower --flows")
             };
-            bail!(
+            return Err(Usage(format!(
                 "--flows {} needs {needed} IPv{} fake hosts, one per flow; {hint}",
                 plan.flows,
                 if v6 { 6 } else { 4 }
-            );
+            ))
+            .into());
         }
     }
     Ok(())

@@ -322,24 +322,18 @@ async fn probe_tcp(ctx: &Ctx, spec: &FlowSpec) -> Result<Probe> {
             return Ok(probe_failed(failed.boxed(), false));
         }
     };
-    // The first segment after chargen's first line: at the path MTU if REMOTE remembers it.
-    let line = headers(spec.kind.v6(), true) + 74;
-    let first = match conn.wait_data_over_acking(line).await {
+    // The first segment of at least the MTU: exactly the MTU if REMOTE remembers it (smaller
+    // ones, chargen's first line or lines Nagle gathered, say nothing and are acknowledged).
+    let first = match conn.wait_data_over_acking(mtu - 1).await {
         Ok(ev) => ev,
         Err(e) => {
             let failed = Failure::new(spec, Reason::NoData).detail(format!("{e:#}"));
             return Ok(probe_failed(failed.boxed(), false));
         }
     };
-    if first.ip_len <= mtu {
+    if first.ip_len == mtu {
         conn.reset()?;
-        if first.ip_len == mtu {
-            return Ok(Probe::Remembered);
-        }
-        let failed = Failure::new(spec, Reason::BelowMtu)
-            .measured("remembered_ip_len", first.ip_len, mtu)
-            .detail(&first);
-        return Ok(probe_failed(failed.boxed(), false));
+        return Ok(Probe::Remembered);
     }
     if let Some(failed) = answered(spec, &first) {
         return Ok(probe_failed(failed, true));
