@@ -122,12 +122,21 @@ fn new_socket(addr: SocketAddr, kind: SockType) -> Result<OwnedFd> {
 
 fn tcp_listener(addr: SocketAddr) -> Result<TcpListener> {
     let fd = new_socket(addr, SockType::Stream)?;
-    listen(&fd, Backlog::new(128)?).with_context(|| format!("listening on {addr}"))?;
+    // Room for the thousands of connections a second `pmtu stress` opens (capped by
+    // net.core.somaxconn).
+    listen(&fd, Backlog::new(4096)?).with_context(|| format!("listening on {addr}"))?;
     Ok(TcpListener::from_std(std::net::TcpListener::from(fd))?)
 }
 
+/// Receive buffer of the echo sockets: a burst of thousands of full-size requests.
+const ECHO_RCVBUF: usize = 8 << 20;
+
 fn udp_socket(addr: SocketAddr) -> Result<UdpSocket> {
     let fd = new_socket(addr, SockType::Datagram)?;
+    // Above net.core.rmem_max needs root (REMOTE's services run as root); else the usual size.
+    if setsockopt(&fd, sockopt::RcvBufForce, &ECHO_RCVBUF).is_err() {
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &ECHO_RCVBUF);
+    }
     Ok(UdpSocket::from_std(std::net::UdpSocket::from(fd))?)
 }
 

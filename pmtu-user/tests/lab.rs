@@ -206,7 +206,15 @@ fn check_lab(lab: &Lab, kind: ServiceKind) {
     assert_eq!(service.kind, kind);
     assert!(service.alive, "{report:?}");
     assert_eq!(service.listening.len(), 4, "{:?}", service.listening);
-    assert_eq!(report.rules.len(), 2, "{:?}", report.rules);
+    // FAKE_NET, FAKE_NET6 and the stress prefixes.
+    assert_eq!(report.rules.len(), 4, "{:?}", report.rules);
+    for stress in ["198.18.0.0/15", "2001:db8:5000::/48"] {
+        assert!(
+            report.rules.iter().any(|r| r.prefix == stress),
+            "{stress}: {:?}",
+            report.rules
+        );
+    }
     assert!(report.rules.iter().all(|r| r.action == "observe"));
     let text = lab::status::status(&lab.name).unwrap();
     assert!(text.contains("xdp: pmtu (prog id"), "{text}");

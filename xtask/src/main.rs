@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_stress;
 mod exec;
 mod setup;
 mod soak;
@@ -75,6 +76,9 @@ enum BenchWhat {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
         runs: u32,
     },
+    /// As root: `pmtu stress` on one lab: verified flows/s per kind, the kernel's own limit,
+    /// peak RSS at 100k flows, events lost.
+    Stress(bench_stress::StressBench),
 }
 
 fn main() -> ExitCode {
@@ -125,6 +129,14 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             ensure_root("bench suite")?;
             build(Packages::Required)?;
             bench::suite(&exec::pmtu_binary(), runs)
+        }
+        Cmd::Bench {
+            what: BenchWhat::Stress(opts),
+        } => {
+            ensure_root("bench stress")?;
+            build(Packages::Required)?;
+            bench_stress::run(&exec::pmtu_binary(), &opts)?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Soak { runs } => {
             ensure_root("soak")?;

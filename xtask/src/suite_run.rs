@@ -38,6 +38,10 @@ impl Lab {
         Ok(lab)
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// One `pmtu run --lab NAME --format json`.
     pub fn run_suite(&self) -> Result<SuiteRun> {
         let mut cmd = Command::new(&self.pmtu);

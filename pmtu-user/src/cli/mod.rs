@@ -5,6 +5,7 @@ pub mod lab;
 pub mod respond;
 pub mod run;
 pub mod serve;
+pub mod stress;
 
 use std::{fmt, process::ExitCode};
 
@@ -108,6 +109,9 @@ pub enum Verb {
     Serve(pmtu::serve::ServeArgs),
     /// Benchmarks.
     Bench(bench::BenchArgs),
+    /// Many flows at once, each from its own fake host with its own MTU, each verified; then
+    /// how many destinations' PMTU REMOTE kept.
+    Stress(stress::StressArgs),
 }
 
 /// What the command line asks for: a verb, or one scenario by its own subcommand.
@@ -173,6 +177,7 @@ pub async fn dispatch(globals: Globals, request: Request) -> Result<ExitCode> {
         Request::Verb(Verb::Respond(args)) => ok(respond::cli(args, mode).await),
         Request::Verb(Verb::Serve(args)) => ok(serve::cli(args).await),
         Request::Verb(Verb::Bench(args)) => ok(bench::cli(args).await),
+        Request::Verb(Verb::Stress(args)) => tested(stress::cli(args, lab_name, mode).await),
     }
 }
 

@@ -51,16 +51,66 @@ pub struct RunArgs {
 
 /// What keeps the run's set-up alive: a temporary lab, or the responder we attached ourselves,
 /// and the lab's lock for as long as the run uses a lab.
-struct Setup {
-    topo: Topology,
+pub struct Setup {
+    pub topo: Topology,
     responder: Responder,
     /// A lab made for this run; dropping it removes the lab (and releases its lock).
-    _temp: Option<lab::TempLab>,
+    temp: Option<lab::TempLab>,
     /// The lock of a kept lab this run uses.
+    lock: Option<LabLock>,
+}
+
+/// What must outlive the scenarios' context: a temporary lab (dropping it removes the lab) and
+/// the lock of a kept lab. Drop it after the context.
+pub struct Kept {
+    _temp: Option<lab::TempLab>,
     _lock: Option<LabLock>,
 }
 
-fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup> {
+impl Setup {
+    /// The scenarios' context: the fake host's raw socket, the responder and its events.
+    /// Call inside the runtime.
+    pub fn context(
+        self,
+        capture: Option<Arc<Capture>>,
+        profile: ProfileName,
+    ) -> Result<(Ctx, Kept)> {
+        let Setup {
+            topo,
+            mut responder,
+            temp,
+            lock,
+        } = self;
+        if let Some(c) = &capture {
+            c.set_routers(topo.local_addr, topo.local_addr6);
+        }
+        let sock = RawSocket::open(topo.local_netns.as_deref(), &topo.local_if)?;
+        let events = responder.take_events()?;
+        let hub = Hub::start(events, capture.clone());
+        let ctx = Ctx {
+            l2: L2 {
+                src: topo.local_mac,
+                dst: topo.remote_mac,
+            },
+            topo,
+            sock,
+            responder: Mutex::new(responder),
+            hub,
+            capture,
+            profile: Profile::get(profile),
+        };
+        Ok((
+            ctx,
+            Kept {
+                _temp: temp,
+                _lock: lock,
+            },
+        ))
+    }
+}
+
+/// The configuration in order (environment, existing lab, temporary lab) with its responder.
+pub fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup> {
     let wait = lab::lock::wait_from_env()?;
     let stop = || signals::requested();
     if let Some(topo) = Topology::from_env_if_set()? {
@@ -87,8 +137,8 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
             return Ok(Setup {
                 topo,
                 responder: lab.responder()?,
-                _temp: None,
-                _lock: Some(lock),
+                temp: None,
+                lock: Some(lock),
             });
         }
         let mut responder = Responder::load(None)?;
@@ -99,8 +149,8 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
         return Ok(Setup {
             topo,
             responder,
-            _temp: None,
-            _lock: None,
+            temp: None,
+            lock: None,
         });
     }
     if profile != ProfileName::Linux {
@@ -114,8 +164,8 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
             return Ok(Setup {
                 responder: lab.responder()?,
                 topo: lab.topology,
-                _temp: None,
-                _lock: Some(lock),
+                temp: None,
+                lock: Some(lock),
             });
         }
         Found::Stale {
@@ -127,8 +177,8 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
             return Ok(Setup {
                 responder: lab.responder()?,
                 topo: lab.topology,
-                _temp: None,
-                _lock: Some(lock),
+                temp: None,
+                lock: Some(lock),
             });
         }
         Found::Stale {
@@ -148,8 +198,8 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
     Ok(Setup {
         responder: temp.responder()?,
         topo: temp.topology.clone(),
-        _temp: Some(temp),
-        _lock: None,
+        temp: Some(temp),
+        lock: None,
     })
 }
 
@@ -204,28 +254,10 @@ pub async fn cli(
     let started_wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let mut setup = setup(lab_name, mode, args.profile)?;
+    let setup = setup(lab_name, mode, args.profile)?;
     let lab_kind = lab_kind(&setup, lab_name);
     let capture = (args.pcap.is_some() || report.is_some()).then(|| Arc::new(Capture::new()));
-    if let Some(c) = &capture {
-        c.set_routers(setup.topo.local_addr, setup.topo.local_addr6);
-    }
-    let topo = setup.topo.clone();
-    let sock = RawSocket::open(topo.local_netns.as_deref(), &topo.local_if)?;
-    let events = setup.responder.take_events()?;
-    let hub = Hub::start(events, capture.clone());
-    let ctx = Ctx {
-        l2: L2 {
-            src: topo.local_mac,
-            dst: topo.remote_mac,
-        },
-        topo,
-        sock,
-        responder: Mutex::new(setup.responder),
-        hub,
-        capture: capture.clone(),
-        profile: Profile::get(args.profile),
-    };
+    let (ctx, temp) = setup.context(capture.clone(), args.profile)?;
 
     // LOCAL set-ups that would make scenarios blame REMOTE are an error, never a FAIL; check-setup
     // alone reports them as its own failures.
@@ -266,7 +298,7 @@ pub async fn cli(
         eprintln!("pmtu: wrote the report to {}", path.display());
     }
     drop(ctx);
-    drop(setup._temp.take());
+    drop(temp);
     if interrupted {
         eprintln!("pmtu: interrupted; cleaned up");
         return Ok(ExitCode::from(signals::exit_code().unwrap_or(130)));
@@ -290,7 +322,7 @@ pub fn run_exit_code(outcomes: &[Outcome]) -> u8 {
 /// Which REMOTE the run tested, for the report.
 fn lab_kind(setup: &Setup, lab_name: &str) -> String {
     let t = &setup.topo;
-    match (&t.remote_ssh, &t.remote_netns, &setup._temp) {
+    match (&t.remote_ssh, &t.remote_netns, &setup.temp) {
         (Some(ssh), _, _) => format!("over ssh: REMOTE_SSH={ssh}, LOCAL_IF {}", t.local_if),
         (None, Some(_), Some(_)) => {
             format!("the built-in lab `{lab_name}`, made for this run (network namespaces, veth)")

@@ -43,7 +43,7 @@ use crate::{
     config::Topology,
     net::{
         netns,
-        rtnl::{add_address, add_route, link_index, netlink_in, set_up},
+        rtnl::{add_address, add_route, add_router_neighbour, link_index, netlink_in, set_up},
         sysctl::write_sysctls,
     },
     remote::Remote,
@@ -226,9 +226,10 @@ fn build(
         let index = link_index(&h, LOCAL_IF).await?;
         add_address(&h, index, t_local.local_addr.into(), LINK_PREFIX_V4).await?;
         add_address(&h, index, t_local.local_addr6.into(), LINK_PREFIX_V6).await?;
-        // LOCAL's own stack never answers for the fake host.
-        add_route(&h, IpNet::V4(t_local.fake_net), None, true).await?;
-        add_route(&h, IpNet::V6(t_local.fake_net6), None, true).await?;
+        // LOCAL's own stack never answers for the fake hosts.
+        for net in fake_nets(&t_local) {
+            add_route(&h, net, None, true).await?;
+        }
         Ok(())
     })
     .with_context(|| format!("configuring LOCAL (namespace `{lns}`)"))?;
@@ -240,21 +241,19 @@ fn build(
         let index = link_index(&h, REMOTE_IF).await?;
         add_address(&h, index, t_remote.remote_addr.into(), LINK_PREFIX_V4).await?;
         add_address(&h, index, t_remote.remote_addr6.into(), LINK_PREFIX_V6).await?;
+        // REMOTE knows LOCAL as a router, as a host knows its next hop: Linux's IPv6 route
+        // GC drops every PMTU exception behind a gateway whose neighbour entry lacks the
+        // router flag each time more than gc_thresh (1024) routes are cached, which a stress
+        // run of thousands of fake hosts reaches.
+        add_router_neighbour(&h, index, t_remote.local_addr6.into(), &LOCAL_MAC).await?;
         // REMOTE reaches the fake nets through LOCAL, the router.
-        add_route(
-            &h,
-            IpNet::V4(t_remote.fake_net),
-            Some(t_remote.local_addr.into()),
-            false,
-        )
-        .await?;
-        add_route(
-            &h,
-            IpNet::V6(t_remote.fake_net6),
-            Some(t_remote.local_addr6.into()),
-            false,
-        )
-        .await?;
+        for net in fake_nets(&t_remote) {
+            let via = match net {
+                IpNet::V4(_) => t_remote.local_addr.into(),
+                IpNet::V6(_) => t_remote.local_addr6.into(),
+            };
+            add_route(&h, net, Some(via), false).await?;
+        }
         Ok(())
     })
     .with_context(|| format!("configuring REMOTE (namespace `{rns}`)"))?;
@@ -265,9 +264,10 @@ fn build(
     responder.attach(Some(&lns), LOCAL_IF, mode)?;
     responder.attach_pass(Some(&rns), REMOTE_IF)?;
     responder.set_routers(t.local_addr, t.local_addr6)?;
-    // The fake host's traffic is reported and dropped even between scenarios.
-    responder.set_rule(IpNet::V4(t.fake_net), RuleSpec::observe())?;
-    responder.set_rule(IpNet::V6(t.fake_net6), RuleSpec::observe())?;
+    // The fake hosts' traffic is reported and dropped even between scenarios.
+    for net in fake_nets(&t) {
+        responder.set_rule(net, RuleSpec::observe())?;
+    }
     // The pinned links keep the programs attached.
     drop(responder);
 
@@ -283,6 +283,16 @@ fn build(
     record.complete = true;
     record.save(&lab.state_dir)?;
     Ok(lab)
+}
+
+/// The networks behind LOCAL: FAKE_NET, FAKE_NET6 and the stress prefixes.
+fn fake_nets(t: &Topology) -> [IpNet; 4] {
+    [
+        IpNet::V4(t.fake_net),
+        IpNet::V6(t.fake_net6),
+        IpNet::V4(plan::STRESS_NET),
+        IpNet::V6(plan::STRESS_NET6),
+    ]
 }
 
 /// A lab that is removed when dropped: `pmtu run` makes one when no lab is up. It holds the

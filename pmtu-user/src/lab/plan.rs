@@ -41,6 +41,18 @@ pub const FAKE_NET6: Ipv6Net =
         Err(_) => panic!("FAKE_NET6"),
     };
 pub const FAKE_NET_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x22);
+/// `pmtu stress`'s fake hosts, one per flow: RFC 2544's benchmarking range, and a /48 of the
+/// documentation prefix clear of the link (2001:db8::/64) and FAKE_NET6 (2001:db8:1::/64).
+/// REMOTE routes them via LOCAL, LOCAL black-holes them, and the responder observes them.
+pub const STRESS_NET: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(198, 18, 0, 0), 15) {
+    Ok(n) => n,
+    Err(_) => panic!("STRESS_NET"),
+};
+pub const STRESS_NET6: Ipv6Net =
+    match Ipv6Net::new(Ipv6Addr::new(0x2001, 0xdb8, 0x5000, 0, 0, 0, 0, 0), 48) {
+        Ok(n) => n,
+        Err(_) => panic!("STRESS_NET6"),
+    };
 /// Prefix lengths of the link between LOCAL and REMOTE.
 pub const LINK_PREFIX_V4: u8 = 24;
 pub const LINK_PREFIX_V6: u8 = 64;
@@ -167,6 +179,24 @@ mod tests {
         let back = Topology::from_lookup(|n| vars.get(n).cloned()).unwrap();
         assert_eq!(back, lab);
         assert!(lab.consistency_problems().is_empty());
+    }
+
+    #[test]
+    fn stress_nets_overlap_neither_the_link_nor_the_fake_nets() {
+        let link6 = Ipv6Net::new(LOCAL_ADDR6, LINK_PREFIX_V6).unwrap().trunc();
+        for net in [link6, FAKE_NET6] {
+            assert!(
+                !STRESS_NET6.contains(&net) && !net.contains(&STRESS_NET6),
+                "{net}"
+            );
+        }
+        let link4 = Ipv4Net::new(LOCAL_ADDR, LINK_PREFIX_V4).unwrap().trunc();
+        for net in [link4, FAKE_NET] {
+            assert!(
+                !STRESS_NET.contains(&net) && !net.contains(&STRESS_NET),
+                "{net}"
+            );
+        }
     }
 
     #[test]

@@ -262,3 +262,22 @@ pub fn run(ns: Option<&str>, program: &str, args: &[&str]) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// A multi-threaded tokio runtime whose threads (workers and blocking pool) enter namespace
+/// `ns` as they start, so that the sockets its tasks create belong there. A thread that
+/// cannot enter it logs an error and stays where it is: callers bind their sockets to an
+/// address of `ns`, which fails anywhere else.
+pub fn runtime_in(ns: &str, workers: usize) -> Result<tokio::runtime::Runtime> {
+    let file = std::sync::Arc::new(open(ns)?);
+    let name = ns.to_string();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .on_thread_start(move || {
+            if let Err(e) = setns(file.as_fd(), CloneFlags::CLONE_NEWNET) {
+                log::error!("a thread could not enter network namespace `{name}`: {e}");
+            }
+        })
+        .build()
+        .context("starting a runtime")
+}

@@ -7,7 +7,9 @@ use std::{
 use anyhow::{anyhow, Context as _, Result};
 use futures::TryStreamExt as _;
 use ipnet::IpNet;
-use netlink_packet_route::{address::AddressHeaderFlags, route::RouteType};
+use netlink_packet_route::{
+    address::AddressHeaderFlags, link::LinkAttribute, neighbour::NeighbourFlags, route::RouteType,
+};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use super::netns;
@@ -124,4 +126,52 @@ pub async fn add_route(
         .execute()
         .await
         .with_context(|| format!("adding route {what}"))
+}
+
+/// A permanent neighbour entry flagged as a router (`ip neigh replace ADDR lladdr MAC dev IF
+/// nud permanent router`).
+pub async fn add_router_neighbour(h: &Handle, index: u32, addr: IpAddr, mac: &[u8]) -> Result<()> {
+    h.neighbours()
+        .add(index, addr)
+        .link_layer_address(mac)
+        .flags(NeighbourFlags::Router)
+        .replace()
+        .execute()
+        .await
+        .with_context(|| format!("adding router neighbour {addr}"))
+}
+
+/// Frames interface `iface` (in namespace `ns`, or here) dropped so far: received and sent
+/// frames it had no room for (rx_dropped, tx_dropped, rx_missed_errors).
+pub fn dropped_frames(ns: Option<&str>, iface: &str) -> Result<u64> {
+    netns::run_in(ns, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .context("starting a runtime for netlink")?;
+        runtime.block_on(async {
+            let (connection, h, _) =
+                rtnetlink::new_connection().context("opening a netlink socket")?;
+            let task = tokio::spawn(connection);
+            let link = h
+                .link()
+                .get()
+                .match_name(iface.to_string())
+                .execute()
+                .try_next()
+                .await
+                .with_context(|| format!("reading the counters of {iface}"));
+            task.abort();
+            let link = link?.ok_or_else(|| anyhow!("no interface {iface}"))?;
+            link.attributes
+                .iter()
+                .find_map(|a| match a {
+                    LinkAttribute::Stats64(s) => {
+                        Some(s.rx_dropped + s.tx_dropped + s.rx_missed_errors)
+                    }
+                    _ => None,
+                })
+                .ok_or_else(|| anyhow!("{iface} reports no counters"))
+        })
+    })
 }

@@ -23,11 +23,15 @@ use super::{
 };
 use crate::xdp::{events::PacketEvent, responder::EventStream};
 
-type Subscribers = HashMap<SocketAddr, UnboundedSender<PacketEvent>>;
+/// One flow's channel, and the fragment ids routed to it (removed with it).
+struct Subscriber {
+    tx: UnboundedSender<PacketEvent>,
+    fragment_ids: Vec<(IpAddr, u32)>,
+}
 
 #[derive(Default)]
 struct Routes {
-    flows: Subscribers,
+    flows: HashMap<SocketAddr, Subscriber>,
     /// (fake address, fragment id) -> flow, for non-initial fragments.
     fragments: HashMap<(IpAddr, u32), SocketAddr>,
 }
@@ -75,7 +79,11 @@ impl Hub {
     /// Subscribes to REMOTE's packets toward `fake`.
     pub fn flow(&self, fake: SocketAddr) -> Flow {
         let (tx, rx) = unbounded_channel();
-        self.lock().flows.insert(fake, tx);
+        let sub = Subscriber {
+            tx,
+            fragment_ids: Vec::new(),
+        };
+        self.lock().flows.insert(fake, sub);
         Flow {
             fake,
             rx,
@@ -93,14 +101,27 @@ impl Hub {
 }
 
 impl Routes {
+    /// Forgets flow `fake` and its fragment ids (not the whole table: thousands of flows may
+    /// come and go each second).
+    fn remove(&mut self, fake: SocketAddr) {
+        if let Some(sub) = self.flows.remove(&fake) {
+            for id in sub.fragment_ids {
+                if self.fragments.get(&id) == Some(&fake) {
+                    self.fragments.remove(&id);
+                }
+            }
+        }
+    }
+
     fn deliver(&mut self, ev: PacketEvent) {
         let key = if let Some(port) = ev.quoted_source_port() {
             // An ICMP error about one of the fake endpoint's packets.
             Some(SocketAddr::new(ev.dst, port))
         } else if ev.has_l4 {
             let key = SocketAddr::new(ev.dst, ev.dport);
-            if let Some(fr) = ev.fragment {
+            if let (Some(fr), Some(sub)) = (ev.fragment, self.flows.get_mut(&key)) {
                 self.fragments.insert((ev.dst, fr.id), key);
+                sub.fragment_ids.push((ev.dst, fr.id));
             }
             Some(key)
         } else {
@@ -111,9 +132,9 @@ impl Routes {
             log::debug!("event for no flow: {ev}");
             return;
         };
-        if let Some(tx) = self.flows.get(&key) {
-            if tx.send(ev).is_err() {
-                self.flows.remove(&key);
+        if let Some(sub) = self.flows.get(&key) {
+            if sub.tx.send(ev).is_err() {
+                self.remove(key);
             }
         } else {
             log::debug!("event for no flow: {ev}");
@@ -132,10 +153,7 @@ pub struct Flow {
 
 impl Drop for Flow {
     fn drop(&mut self) {
-        let mut routes = self.hub.lock();
-        routes.flows.remove(&self.fake);
-        let fake = self.fake;
-        routes.fragments.retain(|_, v| *v != fake);
+        self.hub.lock().remove(self.fake);
     }
 }
 
@@ -329,7 +347,11 @@ mod tests {
 
         // A flow whose receiver is gone without the Flow's clean-up is forgotten on delivery.
         let (tx, rx) = unbounded_channel();
-        hub.lock().flows.insert(addr(C), tx);
+        let sub = Subscriber {
+            tx,
+            fragment_ids: Vec::new(),
+        };
+        hub.lock().flows.insert(addr(C), sub);
         drop(rx);
         deliver(&hub, toward(addr(C), 5));
         assert!(!hub.lock().flows.contains_key(&addr(C)));

@@ -10,6 +10,7 @@ pub mod hub;
 pub mod outfile;
 pub mod report;
 pub mod run;
+pub mod stress;
 pub mod tcp;
 pub mod udp;
 

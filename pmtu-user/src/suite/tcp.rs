@@ -2,6 +2,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context as _, Result};
+use tokio::time::Instant;
 
 use super::{hub::Flow, random_u32, Ctx, REPLY_TIMEOUT};
 use crate::{
@@ -31,12 +32,27 @@ pub struct FakeTcp<'a> {
     snd_nxt: u32,
     /// REMOTE's initial sequence number + 1: the first data byte.
     pub data_start: u32,
+    /// The receive window we announce.
+    window: u16,
     reset_sent: bool,
 }
 
 impl<'a> FakeTcp<'a> {
     /// "Send SYN packet, receive SYN+ACK, send ACK."
     pub async fn connect(ctx: &'a Ctx, fake: SocketAddr, remote: SocketAddr) -> Result<Self> {
+        Self::connect_with_window(ctx, fake, remote, WINDOW).await
+    }
+
+    /// [`FakeTcp::connect`] announcing receive window `window`: a small one makes REMOTE
+    /// send only a few segments (stress: fewer events per flow). Linux bounds its segments to
+    /// half the largest window the peer announced, so full-size segments need at least
+    /// twice the MSS.
+    pub async fn connect_with_window(
+        ctx: &'a Ctx,
+        fake: SocketAddr,
+        remote: SocketAddr,
+        window: u16,
+    ) -> Result<Self> {
         let flow = ctx.hub.flow(fake);
         let iss = random_u32();
         let mut tcp = FakeTcp {
@@ -46,6 +62,7 @@ impl<'a> FakeTcp<'a> {
             remote,
             snd_nxt: iss,
             data_start: 0,
+            window,
             reset_sent: false,
         };
         tcp.send(
@@ -82,6 +99,10 @@ impl<'a> FakeTcp<'a> {
     }
 
     fn send(&self, flags: TcpFlags, ack: u32, mss: Option<u16>) -> Result<()> {
+        self.ctx.send(&self.frame(flags, ack, mss)?)
+    }
+
+    fn frame(&self, flags: TcpFlags, ack: u32, mss: Option<u16>) -> Result<Vec<u8>> {
         let seg = TcpSegment {
             src: self.fake.ip(),
             dst: self.remote.ip(),
@@ -90,11 +111,11 @@ impl<'a> FakeTcp<'a> {
             seq: self.snd_nxt,
             ack,
             flags,
-            window: WINDOW,
+            window: self.window,
             mss,
             payload: Vec::new(),
         };
-        self.ctx.send(&tcp_frame(&self.ctx.l2, &seg)?)
+        tcp_frame(&self.ctx.l2, &seg)
     }
 
     /// Acknowledges REMOTE's data up to (not including) `ack`.
@@ -130,6 +151,37 @@ impl<'a> FakeTcp<'a> {
                 e.is_tcp() && e.payload_len() > 0 && e.ip_len > len
             })
             .await
+    }
+
+    /// [`FakeTcp::wait_data_over`], acknowledging the smaller in-order segments before it as
+    /// a receiver does (chargen's first line): when REMOTE is slow to write the rest, its
+    /// retransmission timer must not fire on that line and shrink its congestion window to
+    /// one segment that is never acknowledged.
+    pub async fn wait_data_over_acking(&mut self, len: u16) -> Result<PacketEvent> {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        let mut next = self.data_start;
+        let mut others = 0;
+        while let Some(e) = self.flow.next_until(deadline).await {
+            if e.is_tcp() && e.payload_len() > 0 {
+                if e.ip_len > len {
+                    return Ok(e);
+                }
+                if e.seq == next {
+                    next = e.seq_end();
+                    self.ack(next)?;
+                }
+            }
+            others += 1;
+        }
+        bail!(
+            "no data segment of IP length over {len} from chargen within {} ms ({others} other packet(s){})",
+            REPLY_TIMEOUT.as_millis(),
+            self.flow
+                .seen
+                .last()
+                .map(|e| format!(", the last {e}"))
+                .unwrap_or_default()
+        )
     }
 
     /// The next segment that carries sequence number `seq`.

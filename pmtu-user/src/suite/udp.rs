@@ -42,11 +42,21 @@ impl Reply {
 /// waits for the whole reply (all fragments when fragmented).
 pub async fn echo_from_fake(ctx: &Ctx, flow: &mut Flow, payload_len: usize) -> Result<Reply> {
     let remote = SocketAddr::new(ctx.remote_addr(flow.fake.is_ipv6()), ECHO_PORT);
+    echo_from_fake_to(ctx, flow, remote, payload_len).await
+}
+
+/// [`echo_from_fake`] toward an echo service at `remote` (stress: a service on its own port).
+pub async fn echo_from_fake_to(
+    ctx: &Ctx,
+    flow: &mut Flow,
+    remote: SocketAddr,
+    payload_len: usize,
+) -> Result<Reply> {
     let payload = vec![b'e'; payload_len];
     ctx.send(&udp_frame(&ctx.l2, flow.fake, remote, &payload)?)?;
     let first = flow
         .wait_for("echo reply from REMOTE", REPLY_TIMEOUT, |e| {
-            (e.is_udp() && e.sport == ECHO_PORT) || e.is_port_unreachable()
+            (e.is_udp() && e.sport == remote.port()) || e.is_port_unreachable()
         })
         .await
         .with_context(|| {

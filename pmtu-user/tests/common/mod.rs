@@ -380,3 +380,15 @@ pub fn assert_gone(name: &str, namespaces: &[Identity]) {
         || processes_in(namespaces),
     );
 }
+
+/// The one JSON object of `pmtu stress --format json` (progress lines go to stderr).
+pub fn json_stress(out: &Output) -> Value {
+    let text_out = String::from_utf8_lossy(&out.stdout);
+    let line = text_out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON object\n{}", text(out)));
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(v["type"], "stress", "{line}");
+    v
+}

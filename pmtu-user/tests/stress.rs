@@ -1,0 +1,149 @@
+//! `pmtu stress` end to end: a short run of every kind of flow passes on a healthy lab, and
+//! fails naming the reason when REMOTE drops ICMP errors (nftables) or clamps path MTUs
+//! (net.ipv4.route.min_pmtu). The runs take turns (one lock): two stress runs at once on a
+//! small machine would overflow the veth's queues and make each other's runs invalid.
+mod common;
+
+use std::sync::Mutex;
+
+use common::{json_stress, text, LabGuard};
+use serde_json::Value;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn stress(lab: &LabGuard, args: &[&str]) -> (Option<i32>, Value, String) {
+    let mut all = vec!["stress", "--format", "json"];
+    all.extend_from_slice(args);
+    let out = lab.pmtu(&all);
+    (out.status.code(), json_stress(&out), text(&out))
+}
+
+fn count(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number {key} in {v}"))
+}
+
+/// The failure group of `reason`, which must be there.
+fn group<'a>(summary: &'a Value, reason: &str) -> &'a Value {
+    summary["failures"]
+        .as_array()
+        .and_then(|a| a.iter().find(|g| g["reason"] == reason))
+        .unwrap_or_else(|| panic!("no failures for {reason} in {summary}"))
+}
+
+#[test]
+fn a_short_run_of_every_kind_verifies_every_flow_and_probes_capacity() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = LabGuard::up("st");
+    let (code, s, all) = stress(
+        &lab,
+        &["--flows", "2000", "--concurrency", "32", "--sample", "20"],
+    );
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(count(&s, "verified"), 2000, "{all}");
+    assert_eq!(count(&s, "failed"), 0, "{all}");
+    assert_eq!(count(&s, "events_lost"), 0, "{all}");
+    assert_eq!(count(&s, "frames_dropped"), 0, "{all}");
+    assert_eq!(s["valid"], true);
+    for kind in ["tcp4", "tcp6", "udp4", "udp6"] {
+        assert_eq!(count(&s["kinds"][kind], "verified"), 500, "{kind}: {all}");
+        assert!(count(&s["kinds"][kind]["latency_us"], "p50") > 0, "{kind}");
+        let c = &s["capacity"][kind];
+        assert_eq!(count(c, "probed"), 20, "{kind}: {all}");
+        assert_eq!(
+            count(c, "remembered") + count(c, "readopted"),
+            20,
+            "{kind}: every destination remembered or adopted again: {all}"
+        );
+    }
+    assert!(
+        s["peak_rss_mb"].as_f64().is_some_and(|mb| mb > 0.0),
+        "{all}"
+    );
+    assert_eq!(
+        s["verified_per_second"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).sum::<u64>()),
+        Some(2000)
+    );
+}
+
+#[test]
+fn remote_dropping_icmp_errors_fails_every_flow_as_ignored() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = LabGuard::up("st");
+    lab.on_remote(&["nft", "add table inet pmtu_fault"]);
+    lab.on_remote(&[
+        "nft",
+        "add chain inet pmtu_fault input { type filter hook input priority filter ; }",
+    ]);
+    lab.on_remote(&[
+        "nft",
+        "add rule inet pmtu_fault input icmp type destination-unreachable icmp code frag-needed drop",
+    ]);
+    lab.on_remote(&[
+        "nft",
+        "add rule inet pmtu_fault input icmpv6 type packet-too-big drop",
+    ]);
+    let (code, s, all) = stress(
+        &lab,
+        &["--flows", "200", "--concurrency", "64", "--sample", "0"],
+    );
+    assert_eq!(code, Some(1), "a FAIL: {all}");
+    assert_eq!(count(&s, "verified"), 0, "{all}");
+    let g = group(&s, "ignored_icmp");
+    assert_eq!(count(g, "count"), 200, "{all}");
+    assert!(
+        g["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("REMOTE ignored the ICMP error")),
+        "{g}"
+    );
+    let e = &g["example"];
+    assert!(
+        e["measured"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("=1500") || m.ends_with("=false")),
+        "{e}"
+    );
+    assert!(e["fake"].as_str().is_some_and(|f| !f.is_empty()), "{e}");
+}
+
+#[test]
+fn remote_clamping_with_min_pmtu_fails_ipv4_flows_as_above_the_mtu() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = LabGuard::up("st");
+    lab.on_remote(&["sysctl", "-qw", "net.ipv4.route.min_pmtu=1400"]);
+    // Below 1396: IPv4's first fragment for a path MTU of 1400 is 20 + 1376.
+    let (code, s, all) = stress(
+        &lab,
+        &[
+            "--flows",
+            "400",
+            "--concurrency",
+            "32",
+            "--mtu",
+            "1280-1390",
+            "--sample",
+            "0",
+        ],
+    );
+    assert_eq!(code, Some(1), "a FAIL: {all}");
+    let g = group(&s, "above_mtu");
+    assert_eq!(count(g, "count"), 200, "every IPv4 flow: {all}");
+    assert!(
+        g["why"].as_str().is_some_and(|w| w.contains("min_pmtu")),
+        "{g}"
+    );
+    for kind in ["tcp6", "udp6"] {
+        assert_eq!(
+            count(&s["kinds"][kind], "verified"),
+            100,
+            "IPv6 has no min_pmtu: {kind}: {all}"
+        );
+    }
+    for kind in ["tcp4", "udp4"] {
+        assert_eq!(count(&s["kinds"][kind], "failed"), 100, "{kind}: {all}");
+    }
+}
