@@ -95,6 +95,57 @@ pub fn udp_frame(l2: &L2, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> R
     Ok(frame)
 }
 
+/// The ICMP error a router sends when `quote` (an IP packet from its header on, as much of it
+/// as the router quotes) does not fit its next hop of `mtu`: IPv4 "fragmentation needed" (type
+/// 3 code 4, next-hop MTU; 0 means "no MTU given", RFC 1191 section 4) or ICMPv6 "Packet Too
+/// Big" (RFC 4443 3.2), from `router` to `to`, checksums computed.
+pub fn too_big_frame(
+    l2: &L2,
+    router: IpAddr,
+    to: IpAddr,
+    mtu: u32,
+    quote: &[u8],
+) -> Result<Vec<u8>> {
+    let step = ip_step(l2, router, to)?;
+    let mut frame = Vec::new();
+    if router.is_ipv4() {
+        let next_hop_mtu = u16::try_from(mtu)
+            .map_err(|_| anyhow!("next-hop MTU {mtu} does not fit frag-needed's 16 bits"))?;
+        let icmp = step.icmpv4(Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu },
+        ));
+        icmp.write(&mut frame, quote)
+            .context("building ICMP fragmentation needed")?;
+    } else {
+        step.icmpv6(Icmpv6Type::PacketTooBig { mtu })
+            .write(&mut frame, quote)
+            .context("building ICMPv6 Packet Too Big")?;
+    }
+    Ok(frame)
+}
+
+/// Rewrites the TCP sequence number of an IP packet (possibly truncated, as a quote is), to
+/// quote a segment that was never sent.
+pub fn set_tcp_seq(ip_packet: &mut [u8], seq: u32) -> Result<()> {
+    let at = {
+        let (ip, _) = etherparse::LaxIpSlice::from_slice(ip_packet)
+            .map_err(|e| anyhow!("quoted IP header: {e}"))?;
+        let payload = ip.payload();
+        if payload.ip_number != etherparse::IpNumber::TCP {
+            bail!(
+                "the quoted packet is not TCP (protocol {:?})",
+                payload.ip_number
+            );
+        }
+        payload.payload.as_ptr() as usize - ip_packet.as_ptr() as usize
+    };
+    ip_packet
+        .get_mut(at + 4..at + 8)
+        .context("the quote ends before the TCP sequence number")?
+        .copy_from_slice(&seq.to_be_bytes());
+    Ok(())
+}
+
 /// An ICMP "fragmentation needed" or ICMPv6 "Packet Too Big" as received, checked field by field.
 #[derive(Clone, Debug)]
 pub struct IcmpError {
@@ -298,6 +349,54 @@ mod tests {
             panic!()
         };
         assert_eq!((udp.source_port(), udp.destination_port()), (40000, 7));
+    }
+
+    #[test]
+    fn too_big_frames_quote_the_packet_with_the_sequence_moved() {
+        for (s, d, router) in [
+            ("198.51.100.22", "192.0.2.2", "192.0.2.1"),
+            ("2001:db8:1::22", "2001:db8::2", "2001:db8::1"),
+        ] {
+            // REMOTE's segment toward the fake host, as the router saw it.
+            let mut seg = syn(d, s);
+            seg.payload = vec![b'c'; 100];
+            let frame = tcp_frame(&L, &seg).unwrap();
+            let mut quote = frame[14..].to_vec();
+            set_tcp_seq(&mut quote, 0x4000_0007).unwrap();
+            let icmp = too_big_frame(
+                &L,
+                router.parse().unwrap(),
+                d.parse().unwrap(),
+                1300,
+                &quote[..quote.len() - 50],
+            )
+            .unwrap();
+            let e = parse_icmp_error(&icmp).unwrap();
+            assert_eq!(e.mtu, 1300);
+            assert!(e.icmp_checksum_ok && e.ip_checksum_ok);
+            assert_eq!(e.src, router.parse::<IpAddr>().unwrap());
+            assert_eq!(e.quote.len(), quote.len() - 50, "quoted as given");
+            let (ip, _) = etherparse::LaxIpSlice::from_slice(&e.quote).unwrap();
+            let tcp = ip.payload().payload;
+            assert_eq!(&tcp[4..8], &0x4000_0007u32.to_be_bytes());
+        }
+        assert!(too_big_frame(
+            &L,
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            70000,
+            &[]
+        )
+        .is_err());
+        let udp = udp_frame(
+            &L,
+            "192.0.2.2:7".parse().unwrap(),
+            "198.51.100.22:4000".parse().unwrap(),
+            &[0; 20],
+        )
+        .unwrap();
+        assert!(set_tcp_seq(&mut udp[14..].to_vec(), 1).is_err());
+        assert!(set_tcp_seq(&mut [0x45, 0], 1).is_err());
     }
 
     #[test]

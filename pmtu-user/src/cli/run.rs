@@ -180,6 +180,8 @@ pub async fn cli(
         hub,
         capture: capture.clone(),
         profile: Profile::get(args.profile),
+        // A lab's REMOTE is a namespace of this machine, ours to reconfigure.
+        remote_is_ours: setup.topo.remote_netns.is_some(),
     };
 
     let (outcomes, interrupted) = run::run_all(&ctx, &selected, args.format, signals::stop()).await;

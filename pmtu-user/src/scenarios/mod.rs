@@ -8,11 +8,13 @@ pub mod reset_route;
 pub mod tcpfrag6;
 pub mod udp6;
 pub mod udpfrag6;
+pub mod window;
+pub mod window6;
 
 use crate::suite::Scenario;
 
 /// The suite, as `pmtu run` runs it.
-pub const ALL: [Scenario; 9] = [
+pub const ALL: [Scenario; 11] = [
     check_setup::SCENARIO,
     ping::PING,
     ping::PING6,
@@ -22,6 +24,8 @@ pub const ALL: [Scenario; 9] = [
     gateway6::SCENARIO,
     tcpfrag6::SCENARIO,
     udpfrag6::SCENARIO,
+    window::SCENARIO,
+    window6::SCENARIO,
 ];
 
 /// Scenarios that can be named but are not part of a plain `pmtu run`.

@@ -1,7 +1,10 @@
 //! The scenario runner: the context every scenario gets, expectations per REMOTE OS, verdicts.
 pub mod capture;
 pub mod hub;
+pub mod profile;
+pub mod remote_state;
 pub mod report;
+pub mod router;
 pub mod run;
 pub mod tcp;
 pub mod udp;
@@ -28,52 +31,10 @@ use crate::{
 };
 use capture::Capture;
 use hub::Hub;
+pub use profile::{Gateway6Reset, Profile, ProfileName};
 
 /// Upper bound for one reply from REMOTE (a round trip on a local link takes microseconds).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What REMOTE's OS is expected to do, where RFCs leave room.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProfileName {
-    Linux,
-    Openbsd,
-}
-
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct Profile {
-    pub name: ProfileName,
-    /// tcpfrag6: IP length of the retransmit after a PTB below 1280. Linux's TCP ignores such
-    /// PTBs (RFC 8021 removed atomic fragments), so it keeps sending 1500.
-    pub tcpfrag6_retransmit: u16,
-    /// gateway6: how REMOTE's PMTU-carrying route state is removed.
-    pub gateway6_reset: Gateway6Reset,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Gateway6Reset {
-    /// Linux keeps IPv6 PMTU exceptions on the route: delete and re-add the FAKE_NET6 route.
-    ReaddFakeRoute,
-    /// OpenBSD: delete the host route to LOCAL_ADDR6; the dynamic PMTU route must survive.
-    DeleteGatewayHostRoute,
-}
-
-impl Profile {
-    pub fn get(name: ProfileName) -> Profile {
-        match name {
-            ProfileName::Linux => Profile {
-                name,
-                tcpfrag6_retransmit: 1500,
-                gateway6_reset: Gateway6Reset::ReaddFakeRoute,
-            },
-            ProfileName::Openbsd => Profile {
-                name,
-                tcpfrag6_retransmit: 1500,
-                gateway6_reset: Gateway6Reset::DeleteGatewayHostRoute,
-            },
-        }
-    }
-}
 
 /// Everything a scenario needs; shared by all scenarios of a run (and by concurrent flows).
 pub struct Ctx {
@@ -84,6 +45,9 @@ pub struct Ctx {
     pub hub: Hub,
     pub capture: Option<Arc<Capture>>,
     pub profile: Profile,
+    /// REMOTE is a lab's (or a VM's) that the suite may reconfigure, restoring it afterwards;
+    /// never a real machine, whose settings are only read.
+    pub remote_is_ours: bool,
 }
 
 impl Ctx {

@@ -13,6 +13,9 @@ use crate::{
 /// segments, no window scaling.
 pub const WINDOW: u16 = 65535;
 
+/// Duplicate ACKs that make a sender retransmit (RFC 5681's threshold).
+pub const DUP_ACKS: usize = 3;
+
 /// MSS to announce: Linux assumes 536 without the option.
 pub fn mss_for(remote: SocketAddr) -> u16 {
     if remote.is_ipv4() {
@@ -31,35 +34,34 @@ pub struct FakeTcp<'a> {
     snd_nxt: u32,
     /// REMOTE's initial sequence number + 1: the first data byte.
     pub data_start: u32,
+    /// REMOTE's SYN+ACK (its MSS option tells the MSS REMOTE announced).
+    pub synack: PacketEvent,
     reset_sent: bool,
 }
 
 impl<'a> FakeTcp<'a> {
     /// "Send SYN packet, receive SYN+ACK, send ACK."
     pub async fn connect(ctx: &'a Ctx, fake: SocketAddr, remote: SocketAddr) -> Result<Self> {
-        let flow = ctx.hub.flow(fake);
+        let mut flow = ctx.hub.flow(fake);
         let iss = random_u32();
-        let mut tcp = FakeTcp {
-            ctx,
-            flow,
-            fake,
-            remote,
-            snd_nxt: iss,
-            data_start: 0,
-            reset_sent: false,
-        };
-        tcp.send(
-            TcpFlags {
+        let syn = TcpSegment {
+            src: fake.ip(),
+            dst: remote.ip(),
+            sport: fake.port(),
+            dport: remote.port(),
+            seq: iss,
+            ack: 0,
+            flags: TcpFlags {
                 syn: true,
                 ..Default::default()
             },
-            0,
-            Some(mss_for(remote)),
-        )?;
-        tcp.snd_nxt = iss.wrapping_add(1);
+            window: WINDOW,
+            mss: Some(mss_for(remote)),
+            payload: Vec::new(),
+        };
+        ctx.send(&tcp_frame(&ctx.l2, &syn)?)?;
         let want = iss.wrapping_add(1);
-        let answer = tcp
-            .flow
+        let answer = flow
             .wait_for("SYN+ACK from REMOTE's chargen", REPLY_TIMEOUT, |e| {
                 e.is_tcp()
                     && e.sport == remote.port()
@@ -75,8 +77,16 @@ impl<'a> FakeTcp<'a> {
                 "REMOTE refused the connection with RST: nothing listens on tcp {remote} (chargen)"
             );
         }
-        let synack = answer;
-        tcp.data_start = synack.seq.wrapping_add(1);
+        let tcp = FakeTcp {
+            ctx,
+            flow,
+            fake,
+            remote,
+            snd_nxt: want,
+            data_start: answer.seq.wrapping_add(1),
+            synack: answer,
+            reset_sent: false,
+        };
         tcp.ack(tcp.data_start)?;
         Ok(tcp)
     }
@@ -107,6 +117,31 @@ impl<'a> FakeTcp<'a> {
             ack,
             None,
         )
+    }
+
+    /// "Acknowledge the data before `seq`, then the same again three times": REMOTE takes the
+    /// duplicate ACKs as the sign that `seq` was lost and resends it at once (fast
+    /// retransmit, RFC 5681 3.2), instead of at its retransmission timeout.
+    pub fn ack_and_dup_ack(&self, seq: u32) -> Result<()> {
+        for _ in 0..=DUP_ACKS {
+            self.ack(seq)?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges everything REMOTE has sent so far (lost on the way or not), so that what
+    /// comes next is new data at REMOTE's current segment size. Returns the acknowledged
+    /// sequence number: the first byte of that new data.
+    pub fn ack_everything_seen(&self) -> Result<u32> {
+        let mut high = self.data_start;
+        for e in self.flow.seen.iter().filter(|e| e.is_tcp()) {
+            let end = e.seq_end();
+            if end.wrapping_sub(high) as i32 > 0 {
+                high = end;
+            }
+        }
+        self.ack(high)?;
+        Ok(high)
     }
 
     /// Ends the connection the way the original suite does: RST.
