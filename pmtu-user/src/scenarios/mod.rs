@@ -1,4 +1,6 @@
 //! Every scenario, one file each, in the original Makefile's order.
+pub mod bigger;
+pub mod bigger6;
 pub mod check_setup;
 pub mod gateway6;
 pub mod ping;
@@ -14,7 +16,7 @@ pub mod window6;
 use crate::suite::Scenario;
 
 /// The suite, as `pmtu run` runs it.
-pub const ALL: [Scenario; 11] = [
+pub const ALL: [Scenario; 13] = [
     check_setup::SCENARIO,
     ping::PING,
     ping::PING6,
@@ -26,6 +28,8 @@ pub const ALL: [Scenario; 11] = [
     udpfrag6::SCENARIO,
     window::SCENARIO,
     window6::SCENARIO,
+    bigger::SCENARIO,
+    bigger6::SCENARIO,
 ];
 
 /// Scenarios that can be named but are not part of a plain `pmtu run`.
