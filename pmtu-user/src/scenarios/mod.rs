@@ -8,6 +8,8 @@ pub mod pmtu;
 pub mod pmtu6;
 pub mod reset_route;
 pub mod tcpfrag6;
+pub mod tiny;
+pub mod tiny6;
 pub mod udp6;
 pub mod udpfrag6;
 pub mod window;
@@ -16,7 +18,7 @@ pub mod window6;
 use crate::suite::Scenario;
 
 /// The suite, as `pmtu run` runs it.
-pub const ALL: [Scenario; 13] = [
+pub const ALL: [Scenario; 15] = [
     check_setup::SCENARIO,
     ping::PING,
     ping::PING6,
@@ -30,6 +32,8 @@ pub const ALL: [Scenario; 13] = [
     window6::SCENARIO,
     bigger::SCENARIO,
     bigger6::SCENARIO,
+    tiny::SCENARIO,
+    tiny6::SCENARIO,
 ];
 
 /// Scenarios that can be named but are not part of a plain `pmtu run`.
