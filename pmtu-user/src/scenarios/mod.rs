@@ -10,6 +10,7 @@ pub mod reset_route;
 pub mod tcpfrag6;
 pub mod tiny;
 pub mod tiny6;
+pub mod udp;
 pub mod udp6;
 pub mod udpfrag6;
 pub mod window;
@@ -18,7 +19,7 @@ pub mod window6;
 use crate::suite::Scenario;
 
 /// The suite, as `pmtu run` runs it.
-pub const ALL: [Scenario; 15] = [
+pub const ALL: [Scenario; 16] = [
     check_setup::SCENARIO,
     ping::PING,
     ping::PING6,
@@ -34,6 +35,7 @@ pub const ALL: [Scenario; 15] = [
     bigger6::SCENARIO,
     tiny::SCENARIO,
     tiny6::SCENARIO,
+    udp::SCENARIO,
 ];
 
 /// Scenarios that can be named but are not part of a plain `pmtu run`.
