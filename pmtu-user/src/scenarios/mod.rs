@@ -3,6 +3,8 @@ pub mod bigger;
 pub mod bigger6;
 pub mod check_setup;
 pub mod gateway6;
+pub mod persist;
+pub mod persist6;
 pub mod ping;
 pub mod pmtu;
 pub mod pmtu6;
@@ -19,7 +21,7 @@ pub mod window6;
 use crate::suite::Scenario;
 
 /// The suite, as `pmtu run` runs it.
-pub const ALL: [Scenario; 16] = [
+pub const ALL: [Scenario; 18] = [
     check_setup::SCENARIO,
     ping::PING,
     ping::PING6,
@@ -35,6 +37,8 @@ pub const ALL: [Scenario; 16] = [
     bigger6::SCENARIO,
     tiny::SCENARIO,
     tiny6::SCENARIO,
+    persist::SCENARIO,
+    persist6::SCENARIO,
     udp::SCENARIO,
 ];
 
