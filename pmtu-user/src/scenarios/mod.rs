@@ -3,6 +3,7 @@ pub mod bigger;
 pub mod bigger6;
 pub mod check_setup;
 pub mod gateway6;
+pub mod neighbor6;
 pub mod persist;
 pub mod persist6;
 pub mod ping;
@@ -21,7 +22,7 @@ pub mod window6;
 use crate::suite::Scenario;
 
 /// The suite, as `pmtu run` runs it.
-pub const ALL: [Scenario; 18] = [
+pub const ALL: [Scenario; 19] = [
     check_setup::SCENARIO,
     ping::PING,
     ping::PING6,
@@ -40,6 +41,7 @@ pub const ALL: [Scenario; 18] = [
     persist::SCENARIO,
     persist6::SCENARIO,
     udp::SCENARIO,
+    neighbor6::SCENARIO,
 ];
 
 /// Scenarios that can be named but are not part of a plain `pmtu run`.
