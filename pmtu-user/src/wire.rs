@@ -36,6 +36,10 @@ pub struct TcpSegment {
     pub window: u16,
     /// Linux assumes 536 when a SYN carries no MSS option.
     pub mss: Option<u16>,
+    /// A SYN's SACK-permitted option (RFC 2018).
+    pub sack_permitted: bool,
+    /// One SACK block: the data from the first to before the second sequence number arrived.
+    pub sack: Option<(u32, u32)>,
     pub payload: Vec<u8>,
 }
 
@@ -75,10 +79,25 @@ pub fn tcp_frame(l2: &L2, seg: &TcpSegment) -> Result<Vec<u8>> {
     if f.psh {
         tcp = tcp.psh();
     }
+    let mut options = Vec::new();
     if let Some(mss) = seg.mss {
+        options.push(TcpOptionElement::MaximumSegmentSize(mss));
+    }
+    if seg.sack_permitted {
+        options.push(TcpOptionElement::SelectiveAcknowledgementPermitted);
+    }
+    if let Some(block) = seg.sack {
+        options.push(TcpOptionElement::Noop);
+        options.push(TcpOptionElement::Noop);
+        options.push(TcpOptionElement::SelectiveAcknowledgement(
+            block,
+            [None, None, None],
+        ));
+    }
+    if !options.is_empty() {
         tcp = tcp
-            .options(&[TcpOptionElement::MaximumSegmentSize(mss)])
-            .map_err(|e| anyhow!("TCP MSS option: {e}"))?;
+            .options(&options)
+            .map_err(|e| anyhow!("TCP options: {e}"))?;
     }
     let mut frame = Vec::with_capacity(tcp.size(seg.payload.len()));
     tcp.write(&mut frame, &seg.payload)
@@ -296,6 +315,8 @@ mod tests {
             },
             window: 65535,
             mss: Some(1460),
+            sack_permitted: false,
+            sack: None,
             payload: Vec::new(),
         }
     }
@@ -332,6 +353,36 @@ mod tests {
             };
             assert_eq!(ok, tcp.checksum());
         }
+    }
+
+    #[test]
+    fn sack_options_are_written() {
+        let mut seg = syn("198.51.100.22", "192.0.2.2");
+        seg.sack_permitted = true;
+        let frame = tcp_frame(&L, &seg).unwrap();
+        let p = SlicedPacket::from_ethernet(&frame).unwrap();
+        let Some(TransportSlice::Tcp(tcp)) = &p.transport else {
+            panic!("no TCP")
+        };
+        let opts: Vec<_> = tcp.options_iterator().filter_map(Result::ok).collect();
+        assert!(opts.contains(&TcpOptionElement::SelectiveAcknowledgementPermitted));
+        seg.flags = TcpFlags {
+            ack: true,
+            ..Default::default()
+        };
+        seg.mss = None;
+        seg.sack_permitted = false;
+        seg.sack = Some((100, 2000));
+        let frame = tcp_frame(&L, &seg).unwrap();
+        let p = SlicedPacket::from_ethernet(&frame).unwrap();
+        let Some(TransportSlice::Tcp(tcp)) = &p.transport else {
+            panic!("no TCP")
+        };
+        let opts: Vec<_> = tcp.options_iterator().filter_map(Result::ok).collect();
+        assert!(opts.contains(&TcpOptionElement::SelectiveAcknowledgement(
+            (100, 2000),
+            [None, None, None]
+        )));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! Fake a TCP connection to chargen. (a) The router answers the first full-size segment with
 //! frag-needed announcing 1600, more than the 1500 it quotes: REMOTE must ignore it and resend
-//! that segment at 1500 (at once, after three duplicate ACKs), keeping no path MTU. (b) A
+//! that segment at 1500 (at once, when reported lost), keeping no path MTU. (b) A
 //! frag-needed 1300 about the resend brings the path MTU down to 1300; then one announcing
 //! 1400, quoting a 1300-byte segment: the path MTU stays 1300, and new data comes at 1300.
 use std::net::SocketAddr;
@@ -67,8 +67,8 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
         );
     }
 
-    log::info!("Acknowledge the data before it, three times more: REMOTE resends it now.");
-    tcp.ack_and_dup_ack(quoted.seq)?;
+    log::info!("Acknowledge the data before it and report it lost (SACK): REMOTE resends it now.");
+    tcp.report_lost(&quoted).await?;
     let resent = tcp
         .wait_seq(quoted.seq, "resend of the quoted segment")
         .await?;

@@ -2,8 +2,8 @@
 //! 1280 is adopted (RFC 8201 4: never below 1280; RFC 8021: no atomic fragments instead).
 //!
 //! Fake a TCP connection to chargen. The router answers the first full-size segment with
-//! Packet Too Big, MTU 1279: REMOTE must ignore it, so the segment, resent at once after three
-//! duplicate ACKs, is still 1500 long. Then a Packet Too Big with MTU 1280 about that resend:
+//! Packet Too Big, MTU 1279: REMOTE must ignore it, so the segment, resent at once when reported
+//! lost, is still 1500 long. Then a Packet Too Big with MTU 1280 about that resend:
 //! REMOTE resends at 1280.
 use std::net::SocketAddr;
 
@@ -48,8 +48,8 @@ async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
         );
     }
 
-    log::info!("Acknowledge the data before it, three times more: REMOTE resends it now.");
-    tcp.ack_and_dup_ack(quoted.seq)?;
+    log::info!("Acknowledge the data before it and report it lost (SACK): REMOTE resends it now.");
+    tcp.report_lost(&quoted).await?;
     let resent = tcp
         .wait_seq(quoted.seq, "resend after the Packet Too Big below 1280")
         .await?;

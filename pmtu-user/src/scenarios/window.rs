@@ -4,8 +4,8 @@
 //! Fake a TCP connection to chargen as pmtu does, but the router only watches. The controller
 //! builds frag-needed, MTU 1300, itself from the first full-size segment, with the quoted
 //! sequence number moved outside [SND.UNA, SND.NXT]: once far above, once below. REMOTE must
-//! ignore both: no path MTU toward the fake host, the segment (resent at once after three
-//! duplicate ACKs) still full size, nothing ever sent at 1300.
+//! ignore both: no path MTU toward the fake host, the segment (resent at once when reported
+//! lost) still full size, nothing ever sent at 1300.
 use std::net::SocketAddr;
 
 use anyhow::{bail, Result};
@@ -67,8 +67,8 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
     send_too_big(ctx, &quoted, MTU as u32, Quote::TcpSeq(above))?;
     send_too_big(ctx, &quoted, MTU as u32, Quote::TcpSeq(below))?;
 
-    log::info!("Acknowledge the data before the segment, three times more: REMOTE resends it now.");
-    tcp.ack_and_dup_ack(quoted.seq)?;
+    log::info!("Acknowledge the data before it and report it lost (SACK): REMOTE resends it now.");
+    tcp.report_lost(&quoted).await?;
     let resent = tcp
         .wait_seq(quoted.seq, "resend of the segment the forged ICMP quoted")
         .await?;

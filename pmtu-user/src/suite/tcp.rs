@@ -16,6 +16,14 @@ pub const WINDOW: u16 = 65535;
 /// Duplicate ACKs that make a sender retransmit (RFC 5681's threshold).
 pub const DUP_ACKS: usize = 3;
 
+const ACK: TcpFlags = TcpFlags {
+    ack: true,
+    syn: false,
+    fin: false,
+    rst: false,
+    psh: false,
+};
+
 /// MSS to announce: Linux assumes 536 without the option.
 pub fn mss_for(remote: SocketAddr) -> u16 {
     if remote.is_ipv4() {
@@ -36,6 +44,8 @@ pub struct FakeTcp<'a> {
     pub data_start: u32,
     /// REMOTE's SYN+ACK (its MSS option tells the MSS REMOTE announced).
     pub synack: PacketEvent,
+    /// REMOTE agreed to selective acknowledgements.
+    sack_ok: bool,
     reset_sent: bool,
 }
 
@@ -57,6 +67,8 @@ impl<'a> FakeTcp<'a> {
             },
             window: WINDOW,
             mss: Some(mss_for(remote)),
+            sack_permitted: true,
+            sack: None,
             payload: Vec::new(),
         };
         ctx.send(&tcp_frame(&ctx.l2, &syn)?)?;
@@ -84,6 +96,7 @@ impl<'a> FakeTcp<'a> {
             remote,
             snd_nxt: want,
             data_start: answer.seq.wrapping_add(1),
+            sack_ok: answer.tcp_sack_permitted(),
             synack: answer,
             reset_sent: false,
         };
@@ -91,7 +104,7 @@ impl<'a> FakeTcp<'a> {
         Ok(tcp)
     }
 
-    fn send(&self, flags: TcpFlags, ack: u32, mss: Option<u16>) -> Result<()> {
+    fn send(&self, flags: TcpFlags, ack: u32, sack: Option<(u32, u32)>) -> Result<()> {
         let seg = TcpSegment {
             src: self.fake.ip(),
             dst: self.remote.ip(),
@@ -101,7 +114,9 @@ impl<'a> FakeTcp<'a> {
             ack,
             flags,
             window: WINDOW,
-            mss,
+            mss: None,
+            sack_permitted: false,
+            sack,
             payload: Vec::new(),
         };
         self.ctx.send(&tcp_frame(&self.ctx.l2, &seg)?)
@@ -109,30 +124,41 @@ impl<'a> FakeTcp<'a> {
 
     /// Acknowledges REMOTE's data up to (not including) `ack`.
     pub fn ack(&self, ack: u32) -> Result<()> {
-        self.send(
-            TcpFlags {
-                ack: true,
-                ..Default::default()
-            },
-            ack,
-            None,
-        )
+        self.send(ACK, ack, None)
     }
 
-    /// "Acknowledge the data before `seq`, then the same again three times": REMOTE takes the
-    /// duplicate ACKs as the sign that `seq` was lost and resends it at once (fast
-    /// retransmit, RFC 5681 3.2), instead of at its retransmission timeout.
-    pub fn ack_and_dup_ack(&self, seq: u32) -> Result<()> {
+    /// "Tell REMOTE that `lost` went missing", so that it resends it now rather than at its
+    /// retransmission timeout: acknowledge the data before it and, when REMOTE agreed to SACK,
+    /// report everything after it seen so far as received, in the same ACK (RFC 6675 then
+    /// declares it lost at once); else send that ACK three times more (fast retransmit on
+    /// duplicate ACKs, RFC 5681 3.2; a busy receiver may merge them, so SACK comes first).
+    pub async fn report_lost(&mut self, lost: &PacketEvent) -> Result<()> {
+        if self.sack_ok {
+            // RFC 6675 counts a segment lost once DupThresh segments after it arrived.
+            let end = lost.seq_end();
+            let mut after = 0;
+            let _ = self
+                .flow
+                .wait_for("data after the lost segment", REPLY_TIMEOUT, |e| {
+                    if e.is_tcp() && e.payload_len() > 0 && e.seq.wrapping_sub(end) as i32 >= 0 {
+                        after += 1;
+                    }
+                    after >= DUP_ACKS
+                })
+                .await;
+            let high = self.highest_seen();
+            if high.wrapping_sub(end) as i32 > 0 {
+                return self.send(ACK, lost.seq, Some((end, high)));
+            }
+        }
         for _ in 0..=DUP_ACKS {
-            self.ack(seq)?;
+            self.ack(lost.seq)?;
         }
         Ok(())
     }
 
-    /// Acknowledges everything REMOTE has sent so far (lost on the way or not), so that what
-    /// comes next is new data at REMOTE's current segment size. Returns the acknowledged
-    /// sequence number: the first byte of that new data.
-    pub fn ack_everything_seen(&self) -> Result<u32> {
+    /// The end of the highest data REMOTE has sent so far.
+    fn highest_seen(&self) -> u32 {
         let mut high = self.data_start;
         for e in self.flow.seen.iter().filter(|e| e.is_tcp()) {
             let end = e.seq_end();
@@ -140,6 +166,14 @@ impl<'a> FakeTcp<'a> {
                 high = end;
             }
         }
+        high
+    }
+
+    /// Acknowledges everything REMOTE has sent so far (lost on the way or not), so that what
+    /// comes next is new data at REMOTE's current segment size. Returns the acknowledged
+    /// sequence number: the first byte of that new data.
+    pub fn ack_everything_seen(&self) -> Result<u32> {
+        let high = self.highest_seen();
         self.ack(high)?;
         Ok(high)
     }
@@ -147,14 +181,11 @@ impl<'a> FakeTcp<'a> {
     /// Ends the connection the way the original suite does: RST.
     pub fn reset(&mut self) -> Result<()> {
         self.reset_sent = true;
-        self.send(
-            TcpFlags {
-                rst: true,
-                ..Default::default()
-            },
-            0,
-            None,
-        )
+        let rst = TcpFlags {
+            rst: true,
+            ..Default::default()
+        };
+        self.send(rst, 0, None)
     }
 
     /// The first data segment of REMOTE larger than `len` (IP length).

@@ -4,6 +4,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
+use etherparse::TcpOptionElement;
 use pmtu_common::{Event, EventAction, FRAG_DF, FRAG_IS_FRAGMENT, FRAG_MORE};
 
 pub const IPPROTO_TCP: u8 = 6;
@@ -149,16 +150,30 @@ impl PacketEvent {
         self.head.get(l2_len(&self.head)?..)
     }
 
-    /// The MSS option of a TCP segment (a SYN+ACK's), read from the frame's first bytes.
-    pub fn tcp_mss(&self) -> Option<u16> {
-        let p = etherparse::LaxSlicedPacket::from_ethernet(&self.head).ok()?;
-        let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else {
-            return None;
+    /// The options of a TCP segment, read from the frame's first bytes (empty when they do
+    /// not fit the event).
+    pub fn tcp_options(&self) -> Vec<TcpOptionElement> {
+        let Ok(p) = etherparse::LaxSlicedPacket::from_ethernet(&self.head) else {
+            return Vec::new();
         };
-        tcp.options_iterator().find_map(|o| match o {
-            Ok(etherparse::TcpOptionElement::MaximumSegmentSize(mss)) => Some(mss),
+        let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else {
+            return Vec::new();
+        };
+        tcp.options_iterator().filter_map(Result::ok).collect()
+    }
+
+    /// The MSS option of a TCP segment (a SYN+ACK's).
+    pub fn tcp_mss(&self) -> Option<u16> {
+        self.tcp_options().into_iter().find_map(|o| match o {
+            TcpOptionElement::MaximumSegmentSize(mss) => Some(mss),
             _ => None,
         })
+    }
+
+    /// Whether a SYN+ACK agrees to selective acknowledgements (RFC 2018).
+    pub fn tcp_sack_permitted(&self) -> bool {
+        self.tcp_options()
+            .contains(&TcpOptionElement::SelectiveAcknowledgementPermitted)
     }
 
     /// For an ICMP error, the source port of the packet it quotes (the fake endpoint's port,
