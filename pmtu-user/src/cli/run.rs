@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// Write every frame sent and every packet reported or answered to this pcap file.
     #[arg(long)]
     pub pcap: Option<PathBuf>,
+    /// With no names: also the long scenarios (expire*, blackhole*: seconds each).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// What keeps the run's set-up alive: a temporary lab, or the responder we attached ourselves.
@@ -128,10 +131,15 @@ fn stale_reason(name: &str) -> Option<String> {
     lab::open(name).err().map(|e| format!("{e:#}"))
 }
 
-/// Resolves scenario names (all of them for an empty list), refusing unknown ones.
-pub fn select(names: &[String]) -> Result<Vec<&'static Scenario>> {
+/// Resolves scenario names (the quick suite for an empty list, with the long scenarios too
+/// for `all`), refusing unknown ones.
+pub fn select(names: &[String], all: bool) -> Result<Vec<&'static Scenario>> {
     if names.is_empty() {
-        return Ok(scenarios::ALL.iter().collect());
+        let long = scenarios::LONG.iter().filter(|_| all);
+        return Ok(scenarios::ALL.iter().chain(long).collect());
+    }
+    if all {
+        bail!("--all runs the whole suite: give either --all or scenario names, not both");
     }
     names
         .iter()
@@ -152,7 +160,7 @@ pub async fn cli(
     lab_name: &str,
     mode: AttachMode,
 ) -> Result<ExitCode> {
-    let selected = select(names)?;
+    let selected = select(names, args.all)?;
     require_root("pmtu run")?;
     if let Some(path) = &args.pcap {
         // Fail now, not after the run.

@@ -1,7 +1,10 @@
-//! Every scenario, one file each, in the original Makefile's order.
+//! Every scenario, one file each: the original Makefile's nine in its order, then the RFC
+//! behaviours beyond it.
 pub mod bigger;
 pub mod bigger6;
 pub mod check_setup;
+pub mod expire;
+pub mod expire6;
 pub mod gateway6;
 pub mod neighbor6;
 pub mod persist;
@@ -44,13 +47,24 @@ pub const ALL: [Scenario; 19] = [
     neighbor6::SCENARIO,
 ];
 
+/// The long scenarios (seconds each, waiting on REMOTE's timers): `pmtu run --all` adds them.
+pub const LONG: [Scenario; 2] = [
+    expire::SCENARIO,
+    expire6::SCENARIO,
+];
+
 /// Scenarios that can be named but are not part of a plain `pmtu run`.
 pub const EXTRA: [Scenario; 1] = [reset_route::SCENARIO];
 
+/// Every scenario that can be named: the quick ones, the long ones, the extras.
+pub fn every() -> impl Iterator<Item = &'static Scenario> {
+    ALL.iter().chain(LONG.iter()).chain(EXTRA.iter())
+}
+
 pub fn find(name: &str) -> Option<&'static Scenario> {
-    ALL.iter().chain(EXTRA.iter()).find(|s| s.name == name)
+    every().find(|s| s.name == name)
 }
 
 pub fn names() -> Vec<&'static str> {
-    ALL.iter().chain(EXTRA.iter()).map(|s| s.name).collect()
+    every().map(|s| s.name).collect()
 }

@@ -99,8 +99,9 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
 }
 
 /// "Fake a TCP connection; the router's ICMP makes REMOTE resend at 1300": one connection
-/// from `fake` that teaches REMOTE the path MTU (the rule must already answer).
-pub async fn learn_mtu(ctx: &Ctx, rec: &mut Record, fake: IpAddr) -> Result<()> {
+/// from `fake` that teaches REMOTE the path MTU (the rule must already answer). Returns the
+/// segment the router answered (its time is when the ICMP left).
+pub async fn learn_mtu(ctx: &Ctx, rec: &mut Record, fake: IpAddr) -> Result<PacketEvent> {
     let remote = SocketAddr::new(ctx.remote_addr(fake.is_ipv6()), CHARGEN_PORT);
     log::info!("Send SYN packet, receive SYN+ACK, send ACK; the router quotes the first full-size segment.");
     let mut tcp = FakeTcp::connect(ctx, SocketAddr::new(fake, random_port()), remote).await?;
@@ -122,7 +123,7 @@ pub async fn learn_mtu(ctx: &Ctx, rec: &mut Record, fake: IpAddr) -> Result<()> 
         "REMOTE did not adopt the path MTU on the connection the ICMP was about",
     )?;
     tcp.reset()?;
-    Ok(())
+    Ok(quoted)
 }
 
 /// A new TCP connection from `fake` (another port): REMOTE's SYN+ACK and its first full-size
