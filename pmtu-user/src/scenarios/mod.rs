@@ -2,6 +2,8 @@
 //! behaviours beyond it.
 pub mod bigger;
 pub mod bigger6;
+pub mod blackhole;
+pub mod blackhole6;
 pub mod check_setup;
 pub mod expire;
 pub mod expire6;
@@ -48,9 +50,11 @@ pub const ALL: [Scenario; 19] = [
 ];
 
 /// The long scenarios (seconds each, waiting on REMOTE's timers): `pmtu run --all` adds them.
-pub const LONG: [Scenario; 2] = [
+pub const LONG: [Scenario; 4] = [
     expire::SCENARIO,
     expire6::SCENARIO,
+    blackhole::SCENARIO,
+    blackhole6::SCENARIO,
 ];
 
 /// Scenarios that can be named but are not part of a plain `pmtu run`.

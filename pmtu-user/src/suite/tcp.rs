@@ -1,5 +1,5 @@
 //! The fake host's side of a TCP connection, written as raw frames and judged from events.
-use std::net::SocketAddr;
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -178,6 +178,12 @@ impl<'a> FakeTcp<'a> {
         Ok(high)
     }
 
+    /// Acknowledges `ack`, reporting `block` as received beyond it (SACK, RFC 2018) when
+    /// REMOTE agreed to it.
+    pub fn ack_with_sack(&self, ack: u32, block: Option<(u32, u32)>) -> Result<()> {
+        self.send(ACK, ack, block.filter(|_| self.sack_ok))
+    }
+
     /// Ends the connection the way the original suite does: RST.
     pub fn reset(&mut self) -> Result<()> {
         self.reset_sent = true;
@@ -213,5 +219,87 @@ impl Drop for FakeTcp<'_> {
         if !self.reset_sent {
             let _ = self.reset();
         }
+    }
+}
+
+/// What a receiver holds of REMOTE's byte stream: the next byte it expects, and what arrived
+/// beyond it out of order, so that the fake host acknowledges what arrived as a real receiver
+/// would (REMOTE interleaves retransmissions with new data after a timeout).
+pub struct Received {
+    start: u32,
+    /// Offset from `start` of the next byte expected.
+    next: u64,
+    /// Out-of-order ranges [from, to) beyond `next`, by offset.
+    ahead: BTreeMap<u64, u64>,
+}
+
+impl Received {
+    /// Nothing received yet; `start` is the first byte expected.
+    pub fn new(start: u32) -> Self {
+        Self {
+            start,
+            next: 0,
+            ahead: BTreeMap::new(),
+        }
+    }
+
+    /// Takes the segment [seq, seq + len); returns the cumulative acknowledgement.
+    pub fn add(&mut self, seq: u32, len: u32) -> u32 {
+        let from = seq.wrapping_sub(self.start) as u64;
+        // Data before the start (a wrapped offset) is old: nothing to take.
+        if from < 1 << 31 && len > 0 {
+            let to = from + len as u64;
+            if to > self.next {
+                let entry = self.ahead.entry(from.max(self.next)).or_insert(to);
+                *entry = (*entry).max(to);
+            }
+            while let Some((&f, &t)) = self.ahead.first_key_value() {
+                if f > self.next {
+                    break;
+                }
+                self.next = self.next.max(t);
+                self.ahead.remove(&f);
+            }
+        }
+        self.ack()
+    }
+
+    /// The next byte expected.
+    pub fn ack(&self) -> u32 {
+        self.start.wrapping_add(self.next as u32)
+    }
+
+    /// The first range held beyond the next byte expected, for a SACK block.
+    pub fn first_block(&self) -> Option<(u32, u32)> {
+        self.ahead.first_key_value().map(|(&f, &t)| {
+            (
+                self.start.wrapping_add(f as u32),
+                self.start.wrapping_add(t as u32),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_order_data_is_held_until_the_gap_fills() {
+        let start = u32::MAX - 100;
+        let mut r = Received::new(start);
+        assert_eq!(r.add(start, 50), start.wrapping_add(50));
+        // A gap of 50, then 100 bytes beyond it.
+        assert_eq!(r.add(start.wrapping_add(100), 100), start.wrapping_add(50));
+        assert_eq!(
+            r.first_block(),
+            Some((start.wrapping_add(100), start.wrapping_add(200)))
+        );
+        // Old data and duplicates change nothing.
+        assert_eq!(r.add(start.wrapping_sub(10), 5), start.wrapping_add(50));
+        assert_eq!(r.add(start, 50), start.wrapping_add(50));
+        // The gap fills, overlapping both sides: everything is in order now.
+        assert_eq!(r.add(start.wrapping_add(40), 70), start.wrapping_add(200));
+        assert_eq!(r.first_block(), None);
     }
 }
