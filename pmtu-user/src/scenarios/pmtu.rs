@@ -3,7 +3,8 @@
 //! Fake a TCP handshake from FAKE_NET_ADDR to REMOTE's chargen. REMOTE sends full-size data;
 //! the router answers the first full-size segment with ICMP "fragmentation needed", next-hop
 //! MTU 1300, quoting it. REMOTE must resend the quoted data in segments of IP length exactly
-//! 1300, and send nothing larger afterwards.
+//! 1300, at once (before its retransmission timeout: a resend at the timeout would mean the
+//! data went again for another reason), and send nothing larger afterwards.
 use std::net::SocketAddr;
 
 use anyhow::{bail, Result};
@@ -83,6 +84,23 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
         "REMOTE went below the announced MTU".to_string()
     };
     rec.check_eq("retransmit_ip_len", retx.ip_len, MTU, &why)?;
+
+    log::info!("The resend must come at once, well before REMOTE's retransmission timeout.");
+    let after_ms = retx.ts_ns.saturating_sub(quoted.ts_ns) as f64 / 1e6;
+    rec.measured("resend_after_ms", (after_ms * 1000.0).round() / 1000.0);
+    if let Some(rto) = ctx.profile.min_rto_ms {
+        rec.measured("min_rto_ms", rto);
+        rec.check_eq(
+            "resent_before_rto",
+            after_ms < rto as f64,
+            true,
+            &format!(
+                "the resend came {after_ms:.1} ms after the ICMP, not before REMOTE's \
+                 retransmission timeout (at least {rto} ms): it was resent because the timer \
+                 ran out, not because of the ICMP (RFC 1191 3 and RFC 8201 4: retransmit promptly)"
+            ),
+        )?;
+    }
 
     log::info!("The rest of the quoted range follows, no segment larger than {MTU}.");
     let quoted_end = quoted.seq_end();
