@@ -2,6 +2,7 @@
 pub mod capture;
 pub mod hub;
 pub mod profile;
+pub mod remote_checks;
 pub mod remote_state;
 pub mod report;
 pub mod router;
