@@ -9,14 +9,14 @@
 //! 1400, quoting a 1300-byte segment: the path MTU stays 1300, and new data comes at 1300.
 use std::net::SocketAddr;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use futures::FutureExt as _;
 
-use super::pmtu::{CHARGEN_PORT, MTU};
+use super::pmtu::{why_not_adopted, CHARGEN_PORT, MTU};
 use crate::{
     suite::{
         remote_state::route_to,
-        router::{send_too_big, Quote},
+        router::{expect_answered, send_too_big, Quote},
         tcp::FakeTcp,
         Ctx, Record, Scenario,
     },
@@ -60,12 +60,7 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
     let mut tcp = FakeTcp::connect(ctx, fake, remote).await?;
     let quoted = tcp.wait_data_over(TOO_BIG_ABOVE).await?;
     rec.measured("quoted_ip_len", quoted.ip_len);
-    if !quoted.answered() {
-        bail!(
-            "the responder did not answer the quoted segment (action {:?})",
-            quoted.action
-        );
-    }
+    expect_answered(&quoted)?;
 
     log::info!("Acknowledge the data before it and report it lost (SACK): REMOTE resends it now.");
     tcp.report_lost(&quoted).await?;
@@ -97,7 +92,7 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
         "retransmit_ip_len",
         smaller.ip_len,
         MTU,
-        &format!("REMOTE ignored the ICMP {icmp}"),
+        &why_not_adopted(v6, resent.ip_len, smaller.ip_len, MTU),
     )?;
 
     log::info!(

@@ -11,17 +11,17 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use futures::FutureExt as _;
 
 use super::{
-    pmtu::{CHARGEN_PORT, MTU},
+    pmtu::{why_not_adopted, CHARGEN_PORT, MTU},
     udp::first_fragment_len,
 };
 use crate::{
     suite::{
-        random_port, remote_state::route_to, tcp::FakeTcp, udp::echo_from_fake, Ctx, Record,
-        Scenario,
+        random_port, remote_state::route_to, router::expect_answered, tcp::FakeTcp,
+        udp::echo_from_fake, Ctx, Record, Scenario,
     },
     xdp::{events::PacketEvent, responder::RuleSpec},
 };
@@ -106,12 +106,7 @@ pub async fn learn_mtu(ctx: &Ctx, rec: &mut Record, fake: IpAddr) -> Result<Pack
     log::info!("Send SYN packet, receive SYN+ACK, send ACK; the router quotes the first full-size segment.");
     let mut tcp = FakeTcp::connect(ctx, SocketAddr::new(fake, random_port()), remote).await?;
     let quoted = tcp.wait_data_over(MTU).await?;
-    if !quoted.answered() {
-        bail!(
-            "the responder did not answer the quoted segment (action {:?})",
-            quoted.action
-        );
-    }
+    expect_answered(&quoted)?;
     tcp.ack(quoted.seq)?;
     let retx = tcp
         .wait_seq(quoted.seq, "retransmission of the quoted segment")
@@ -120,7 +115,7 @@ pub async fn learn_mtu(ctx: &Ctx, rec: &mut Record, fake: IpAddr) -> Result<Pack
         "retransmit_ip_len",
         retx.ip_len,
         MTU,
-        "REMOTE did not adopt the path MTU on the connection the ICMP was about",
+        &why_not_adopted(fake.is_ipv6(), quoted.ip_len, retx.ip_len, MTU),
     )?;
     tcp.reset()?;
     Ok(quoted)

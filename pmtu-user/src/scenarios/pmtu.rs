@@ -70,19 +70,7 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
     let retx = tcp
         .wait_seq(quoted.seq, "retransmission of the quoted segment")
         .await?;
-    let why = if retx.ip_len == quoted.ip_len {
-        format!("REMOTE ignored the ICMP {icmp}")
-    } else if retx.ip_len > MTU {
-        "REMOTE adopted a larger path MTU than announced (a clamp such as net.ipv4.route.min_pmtu?)"
-            .to_string()
-    } else if retx.ip_len == LINUX_MIN_PMTU {
-        format!(
-            "REMOTE fell back to {LINUX_MIN_PMTU}, Linux's min_pmtu: with net.ipv4.ip_no_pmtu_disc=1 \
-             Linux answers frag-needed that way instead of adopting the MTU"
-        )
-    } else {
-        "REMOTE went below the announced MTU".to_string()
-    };
+    let why = why_not_adopted(v6, quoted.ip_len, retx.ip_len, MTU);
     rec.check_eq("retransmit_ip_len", retx.ip_len, MTU, &why)?;
 
     log::info!("The resend must come at once, well before REMOTE's retransmission timeout.");
@@ -130,4 +118,26 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
     )?;
     tcp.reset()?;
     Ok(())
+}
+
+/// Why REMOTE resent a `quoted`-byte packet at `got` bytes instead of the announced `mtu`.
+pub fn why_not_adopted(v6: bool, quoted: u16, got: u16, mtu: u16) -> String {
+    let icmp = if v6 {
+        "Packet Too Big"
+    } else {
+        "fragmentation needed"
+    };
+    if got == quoted {
+        format!("REMOTE ignored the ICMP {icmp}")
+    } else if got > mtu {
+        "REMOTE adopted a larger path MTU than announced (a clamp such as net.ipv4.route.min_pmtu?)"
+            .to_string()
+    } else if got == LINUX_MIN_PMTU && !v6 {
+        format!(
+            "REMOTE fell back to {LINUX_MIN_PMTU}, Linux's min_pmtu: with net.ipv4.ip_no_pmtu_disc=1 \
+             Linux answers frag-needed that way instead of adopting the MTU"
+        )
+    } else {
+        "REMOTE went below the announced MTU".to_string()
+    }
 }

@@ -14,7 +14,7 @@ use futures::FutureExt as _;
 
 use super::pmtu::CHARGEN_PORT;
 use crate::{
-    suite::{remote_state::route_to, tcp::FakeTcp, Ctx, Record, Scenario},
+    suite::{remote_state::route_to, router::expect_answered, tcp::FakeTcp, Ctx, Record, Scenario},
     xdp::responder::RuleSpec,
 };
 
@@ -52,12 +52,7 @@ async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
         log::info!("Send SYN packet, receive SYN+ACK, send ACK.");
         let mut tcp = FakeTcp::connect(ctx, fake, remote).await?;
         let quoted = tcp.wait_data_over(TOO_BIG_ABOVE).await?;
-        if !quoted.answered() {
-            bail!(
-                "the responder did not answer the quoted segment (action {:?}): is DF set?",
-                quoted.action
-            );
-        }
+        expect_answered(&quoted)?;
         log::info!("Acknowledge the data before it: REMOTE resends it at its new size.");
         tcp.ack(quoted.seq)?;
         let resent = tcp

@@ -10,11 +10,14 @@ use std::net::SocketAddr;
 use anyhow::{bail, Result};
 use futures::FutureExt as _;
 
-use super::{pmtu::CHARGEN_PORT, tcpfrag6::IPV6_MIN_MTU};
+use super::{
+    pmtu::{why_not_adopted, CHARGEN_PORT},
+    tcpfrag6::IPV6_MIN_MTU,
+};
 use crate::{
     suite::{
         remote_state::route_to,
-        router::{send_too_big, Quote},
+        router::{expect_answered, send_too_big, Quote},
         tcp::FakeTcp,
         Ctx, Record, Scenario,
     },
@@ -41,12 +44,7 @@ async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
     let mut tcp = FakeTcp::connect(ctx, fake, remote).await?;
     let quoted = tcp.wait_data_over(IPV6_MIN_MTU).await?;
     rec.measured("quoted_ip_len", quoted.ip_len);
-    if !quoted.answered() {
-        bail!(
-            "the responder did not answer the quoted segment (action {:?})",
-            quoted.action
-        );
-    }
+    expect_answered(&quoted)?;
 
     log::info!("Acknowledge the data before it and report it lost (SACK): REMOTE resends it now.");
     tcp.report_lost(&quoted).await?;
@@ -76,7 +74,7 @@ async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
         "min_retransmit_ip_len",
         at_min.ip_len,
         IPV6_MIN_MTU,
-        "REMOTE must adopt a Packet Too Big of exactly IPv6's minimum MTU",
+        &why_not_adopted(true, resent.ip_len, at_min.ip_len, IPV6_MIN_MTU),
     )?;
     rec.check_eq(
         "remote_pmtu",

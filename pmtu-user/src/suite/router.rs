@@ -3,7 +3,8 @@
 //! TCP sequence number, a second Packet Too Big about a retransmission).
 use std::net::IpAddr;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
+use pmtu_common::EventAction;
 
 use super::Ctx;
 use crate::{
@@ -35,4 +36,21 @@ pub fn send_too_big(ctx: &Ctx, about: &PacketEvent, mtu: u32, quote: Quote) -> R
         IpAddr::V6(to) => (ctx.topo.local_addr6.into(), to.into()),
     };
     ctx.send(&too_big_frame(&ctx.l2, router, to, mtu, &quoted)?)
+}
+
+/// The XDP router answered `ev` with its ICMP error; when it did not, says why in REMOTE's
+/// terms (a packet without DF means REMOTE does no path MTU discovery on that path).
+pub fn expect_answered(ev: &PacketEvent) -> Result<()> {
+    match ev.action {
+        Some(EventAction::Answered) => Ok(()),
+        Some(EventAction::NotDf) => bail!(
+            "REMOTE sent a {}-byte packet without DF: path MTU discovery is off on REMOTE \
+             (net.ipv4.ip_no_pmtu_disc, or a locked route MTU)",
+            ev.ip_len
+        ),
+        other => bail!(
+            "the responder did not answer the {}-byte packet (action {other:?})",
+            ev.ip_len
+        ),
+    }
 }
