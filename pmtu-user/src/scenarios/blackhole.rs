@@ -145,7 +145,8 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
             "fallback_ip_len",
             fallback_len,
             d.fallback_ip_len[v6 as usize],
-            "this OS falls back to its base segment size (Linux: net.ipv4.tcp_base_mss)",
+            "REMOTE came out of the black hole at another size than this OS's base segment \
+             size (Linux: net.ipv4.tcp_base_mss)",
         )?;
     }
     let Some((probed_len, probed_ms)) = probed else {
