@@ -20,6 +20,7 @@ use pmtu::{
     scenarios, signals,
     suite::{
         capture::Capture,
+        fakes::FakeHosts,
         hub::Hub,
         report::{print_summary, Format},
         run, Ctx, Profile, ProfileName, Scenario, Verdict,
@@ -190,6 +191,7 @@ pub async fn cli(
         profile: Profile::get(args.profile),
         // A lab's REMOTE is a namespace of this machine, ours to reconfigure.
         remote_is_ours: setup.topo.remote_netns.is_some(),
+        fakes: FakeHosts::new(&setup.topo),
     };
 
     let (outcomes, interrupted) = run::run_all(&ctx, &selected, args.format, signals::stop()).await;

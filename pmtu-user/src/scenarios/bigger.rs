@@ -27,6 +27,7 @@ pub const SCENARIO: Scenario = Scenario {
     name: "bigger",
     about: "TCP over IPv4: frag-needed announcing more than the path MTU -> never raised",
     run: |ctx, rec| story(ctx, rec, false).boxed(),
+    alone: false,
 };
 
 /// More than the 1500-byte segment it quotes.

@@ -9,4 +9,5 @@ pub const SCENARIO: Scenario = Scenario {
     name: "bigger6",
     about: "TCP over IPv6: Packet Too Big announcing more than the path MTU -> never raised",
     run: |ctx, rec| story(ctx, rec, true).boxed(),
+    alone: false,
 };

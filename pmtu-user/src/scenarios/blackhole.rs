@@ -30,6 +30,8 @@ pub const SCENARIO: Scenario = Scenario {
     about:
         "TCP over IPv4: everything over 1300 dropped without ICMP -> REMOTE falls back, probes up",
     run: |ctx, rec| story(ctx, rec, false).boxed(),
+    // It changes a sysctl of REMOTE.
+    alone: true,
 };
 
 /// How long REMOTE has, from the first segment lost in the hole, to fall back and probe up.

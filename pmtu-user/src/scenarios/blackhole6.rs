@@ -11,4 +11,6 @@ pub const SCENARIO: Scenario = Scenario {
     about:
         "TCP over IPv6: everything over 1300 dropped without ICMP -> REMOTE falls back, probes up",
     run: |ctx, rec| story(ctx, rec, true).boxed(),
+    // It changes a sysctl of REMOTE.
+    alone: true,
 };

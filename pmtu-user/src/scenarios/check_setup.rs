@@ -27,6 +27,7 @@ pub const SCENARIO: Scenario = Scenario {
     name: "check-setup",
     about: "LOCAL, REMOTE, routes and services are set up as the suite needs",
     run: |ctx, rec| run(ctx, rec).boxed(),
+    alone: false,
 };
 
 const WAIT: Duration = Duration::from_secs(1);

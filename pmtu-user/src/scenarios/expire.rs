@@ -26,6 +26,8 @@ pub const SCENARIO: Scenario = Scenario {
     name: "expire",
     about: "IPv4: a path MTU set to live 2 s is used until then, and 1500 is tried again after",
     run: |ctx, rec| story(ctx, rec, false).boxed(),
+    // It changes a sysctl of REMOTE.
+    alone: true,
 };
 
 /// The lifetime set on a lab's REMOTE.

@@ -10,4 +10,6 @@ pub const SCENARIO: Scenario = Scenario {
     name: "expire6",
     about: "IPv6: a path MTU set to live 2 s is used until then, and 1500 is tried again after",
     run: |ctx, rec| story(ctx, rec, true).boxed(),
+    // It changes a sysctl of REMOTE.
+    alone: true,
 };

@@ -30,6 +30,7 @@ pub const SCENARIO: Scenario = Scenario {
     name: "persist",
     about: "IPv4: after frag-needed 1300 on one flow, a new connection and UDP use 1300 at once",
     run: |ctx, rec| story(ctx, rec, false).boxed(),
+    alone: false,
 };
 
 /// Longer than one jiffy on any kernel (1 to 10 ms).
@@ -78,7 +79,7 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
     }
 
     log::info!("Send a UDP echo request with {PAYLOAD} bytes from the same fake host.");
-    let mut flow = ctx.hub.flow(ctx.fake(v6));
+    let mut flow = ctx.hub.flow(SocketAddr::new(fake, random_port()));
     let reply = echo_from_fake(ctx, &mut flow, PAYLOAD).await?;
     rec.check_eq(
         "udp_reply_fragmented",

@@ -11,4 +11,5 @@ pub const SCENARIO: Scenario = Scenario {
     name: "persist6",
     about: "IPv6: after Packet Too Big 1300 on one flow, a new connection and UDP use 1300 at once",
     run: |ctx, rec| story(ctx, rec, true).boxed(),
+    alone: false,
 };

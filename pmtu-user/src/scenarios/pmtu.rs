@@ -20,6 +20,7 @@ pub const SCENARIO: Scenario = Scenario {
     name: "pmtu",
     about: "TCP over IPv4: ICMP frag-needed 1300 -> retransmit at IP length 1300",
     run: |ctx, rec| story(ctx, rec, false).boxed(),
+    alone: false,
 };
 
 /// The announced next-hop MTU.

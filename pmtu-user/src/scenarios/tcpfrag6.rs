@@ -18,6 +18,7 @@ pub const SCENARIO: Scenario = Scenario {
     name: "tcpfrag6",
     about: "TCP over IPv6: Packet Too Big 1272 -> no atomic fragment, retransmit still 1500",
     run: |ctx, rec| run(ctx, rec).boxed(),
+    alone: false,
 };
 
 /// Below the IPv6 minimum link MTU of 1280.

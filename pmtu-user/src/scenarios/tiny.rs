@@ -2,7 +2,7 @@
 //! the path MTU below 68 (RFC 1191 3; RFC 791: every host must handle 68 octets), and a
 //! message without a next-hop MTU (0, as routers before RFC 1191 send) must still be handled.
 //!
-//! Three times, each from a clean state and with a fresh connection: the router answers the
+//! Three times, each with a fresh connection from a fake host REMOTE knows nothing about: the router answers the
 //! first full-size segment with frag-needed announcing 500, 67, then 0. REMOTE resends the
 //! quoted data at once; Linux clamps the path MTU to net.ipv4.route.min_pmtu (552) and locks
 //! it, so the resend is 552 long with DF cleared (a profile value; the floor of 68 is checked
@@ -22,6 +22,7 @@ pub const SCENARIO: Scenario = Scenario {
     name: "tiny",
     about: "TCP over IPv4: frag-needed with MTU 500, 67 or 0 -> never below 68 (Linux: 552)",
     run: |ctx, rec| run(ctx, rec).boxed(),
+    alone: false,
 };
 
 /// Below Linux's min_pmtu; below IPv4's minimum of 68; "no next-hop MTU".
@@ -33,12 +34,9 @@ const IPV4_MIN_MTU: u16 = 68;
 
 async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
     let remote = SocketAddr::new(ctx.remote_addr(false), CHARGEN_PORT);
-    for (i, mtu) in MTUS.into_iter().enumerate() {
-        if i > 0 {
-            log::info!("Forget the path MTU REMOTE learned.");
-            ctx.reset_routes()?;
-        }
-        let fake = ctx.fake(false);
+    for mtu in MTUS {
+        log::info!("A fake host REMOTE keeps no path MTU for.");
+        let fake = ctx.fresh_fake(false)?;
         log::info!(
             "The router answers the first packet over {TOO_BIG_ABOVE} with ICMP fragmentation \
              needed, MTU {mtu}, once."

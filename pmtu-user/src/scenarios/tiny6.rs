@@ -28,6 +28,7 @@ pub const SCENARIO: Scenario = Scenario {
     name: "tiny6",
     about: "TCP over IPv6: Packet Too Big 1279 -> ignored (1500); 1280 -> adopted (1280)",
     run: |ctx, rec| run(ctx, rec).boxed(),
+    alone: false,
 };
 
 /// One below the minimum.

@@ -18,6 +18,7 @@ pub const SCENARIO: Scenario = Scenario {
     name: "udp",
     about: "UDP over IPv4: frag-needed 1300 -> echo reply fragmented 1300 (MF) + 148, DF clear",
     run: |ctx, rec| run(ctx, rec).boxed(),
+    alone: false,
 };
 
 pub const MTU: u32 = 1300;

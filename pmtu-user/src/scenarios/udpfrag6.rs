@@ -21,6 +21,7 @@ pub const SCENARIO: Scenario = Scenario {
     name: "udpfrag6",
     about: "UDP over IPv6: Packet Too Big 1272 -> replies 1248 and 1448 unfragmented, no atomic fragment",
     run: |ctx, rec| run(ctx, rec).boxed(),
+    alone: false,
 };
 
 pub const MTU: u32 = 1272;

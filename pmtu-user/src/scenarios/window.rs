@@ -26,6 +26,7 @@ pub const SCENARIO: Scenario = Scenario {
     name: "window",
     about: "TCP over IPv4: frag-needed quoting a sequence outside the window -> ignored",
     run: |ctx, rec| story(ctx, rec, false).boxed(),
+    alone: false,
 };
 
 /// Far above SND.NXT: no window is this large without scaling.

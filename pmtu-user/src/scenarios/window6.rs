@@ -9,4 +9,6 @@ pub const SCENARIO: Scenario = Scenario {
     name: "window6",
     about: "TCP over IPv6: Packet Too Big quoting a sequence outside the window -> ignored",
     run: |ctx, rec| story(ctx, rec, true).boxed(),
+    // It counts REMOTE's out-of-window ICMPs, as window does.
+    alone: true,
 };

@@ -1,5 +1,6 @@
 //! The scenario runner: the context every scenario gets, expectations per REMOTE OS, verdicts.
 pub mod capture;
+pub mod fakes;
 pub mod hub;
 pub mod profile;
 pub mod remote_checks;
@@ -31,6 +32,7 @@ use crate::{
     xdp::responder::{Responder, RuleSpec},
 };
 use capture::Capture;
+use fakes::FakeHosts;
 use hub::Hub;
 pub use profile::{Gateway6Reset, Profile, ProfileName};
 
@@ -49,6 +51,8 @@ pub struct Ctx {
     /// REMOTE is a lab's (or a VM's) that the suite may reconfigure, restoring it afterwards;
     /// never a real machine, whose settings are only read.
     pub remote_is_ours: bool,
+    /// The fake hosts flows speak as.
+    pub fakes: FakeHosts,
 }
 
 impl Ctx {
@@ -93,15 +97,31 @@ impl Ctx {
         netns::run(self.topo.local_netns.as_deref(), program, args)
     }
 
-    /// A fresh fake endpoint: FAKE_NET_ADDR(6) with a random high port, so flows never collide
-    /// with each other or with REMOTE's state from earlier runs.
+    /// A fake endpoint with a random high port, so flows never collide with each other or with
+    /// REMOTE's state from earlier runs: FAKE_NET_ADDR(6), or, while the runner spreads
+    /// scenarios over FAKE_NET, a host no other flow of the run uses ([`FakeHosts`]).
     pub fn fake(&self, v6: bool) -> SocketAddr {
-        let addr: IpAddr = if v6 {
-            self.topo.fake_net_addr6.into()
-        } else {
-            self.topo.fake_net_addr.into()
-        };
-        SocketAddr::new(addr, random_port())
+        SocketAddr::new(self.fakes.next(v6), random_port())
+    }
+
+    /// A fake endpoint REMOTE keeps no path MTU for: a new host while spreading, else
+    /// FAKE_NET_ADDR(6) after REMOTE's path MTUs are forgotten.
+    pub fn fresh_fake(&self, v6: bool) -> Result<SocketAddr> {
+        if !self.fakes.spreading() {
+            self.reset_routes()?;
+        }
+        Ok(self.fake(v6))
+    }
+
+    /// Removes every rule for a single host (the scenarios'), leaving the fake nets' own.
+    pub fn clear_host_rules(&self) -> Result<()> {
+        let mut responder = self.lock_responder();
+        for (prefix, _) in responder.rules() {
+            if prefix.prefix_len() == prefix.max_prefix_len() {
+                responder.remove_rule(prefix)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn remote_addr(&self, v6: bool) -> IpAddr {
@@ -209,6 +229,9 @@ pub struct Scenario {
     pub name: &'static str,
     pub about: &'static str,
     pub run: ScenarioFn,
+    /// It changes REMOTE's state that other scenarios' flows share (routes, neighbours, global
+    /// counters, sysctls), so it runs by itself; the others may run at once.
+    pub alone: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
