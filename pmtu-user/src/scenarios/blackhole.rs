@@ -12,7 +12,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{bail, Result};
 use futures::FutureExt as _;
-use pmtu_common::EventAction;
+use pmtu_common::{EventAction, RuleAction};
 use tokio::time::Instant;
 
 use super::pmtu::{CHARGEN_PORT, MTU};
@@ -67,7 +67,11 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
     let fake = ctx.fake(v6);
     let remote = SocketAddr::new(ctx.remote_addr(v6), CHARGEN_PORT);
     log::info!("The router silently drops every packet over {MTU}: an ICMP black hole.");
-    ctx.set_rule(fake.ip(), RuleSpec::blackhole(MTU as u32))?;
+    let hole = RuleSpec {
+        action: RuleAction::Blackhole,
+        ..RuleSpec::answer(MTU as u32)
+    };
+    ctx.set_rule(fake.ip(), hole)?;
     log::info!("Send SYN packet, receive SYN+ACK, send ACK.");
     let mut tcp = FakeTcp::connect(ctx, fake, remote).await?;
 

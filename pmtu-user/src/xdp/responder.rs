@@ -74,14 +74,6 @@ impl RuleSpec {
         }
     }
 
-    /// An ICMP black hole: packets over `mtu` are dropped without a word.
-    pub fn blackhole(mtu: u32) -> Self {
-        Self {
-            action: RuleAction::Blackhole,
-            ..Self::answer(mtu)
-        }
-    }
-
     pub fn observe() -> Self {
         Self {
             mtu: u16::MAX as u32,
