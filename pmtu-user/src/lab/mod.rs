@@ -34,7 +34,7 @@ use crate::{
     config::Topology,
     net::{
         netns,
-        rtnl::{add_address, add_route, link_index, netlink_in, set_up},
+        rtnl::{add_address, add_route, add_router_neighbour, link_index, netlink_in, set_up},
         sysctl::write_sysctls,
     },
     remote::Remote,
@@ -171,12 +171,18 @@ fn build(name: &str, mode: AttachMode, kind: ServiceKind, options: &UpOptions) -
     ];
     write_sysctls(&rns, &no_dad)?;
     write_sysctls(&lns, &no_dad)?;
-    // LOCAL is a router only through its XDP program: its own stack forwards nothing.
+    // LOCAL is a router only through its XDP program: its own stack forwards nothing. But
+    // LOCAL_IF (made below, so from `default`, set after `all`, which resets it) says it is a
+    // router in its neighbour advertisements, as the router it plays would: Linux purges the
+    // IPv6 path MTUs it learned through a gateway not flagged as a router whenever its route
+    // garbage collection runs. What reaches LOCAL's stack for FAKE_NET6 still ends in the
+    // blackhole route.
     write_sysctls(
         &lns,
         &[
             ("net/ipv4/ip_forward", "0"),
             ("net/ipv6/conf/all/forwarding", "0"),
+            ("net/ipv6/conf/default/forwarding", "1"),
         ],
     )?;
 
@@ -236,6 +242,9 @@ fn build(name: &str, mode: AttachMode, kind: ServiceKind, options: &UpOptions) -
             false,
         )
         .await?;
+        // REMOTE knows LOCAL as an IPv6 router, as a router advertisement would tell it; when
+        // the entry is deleted, LOCAL's neighbour advertisements say so again.
+        add_router_neighbour(&h, index, t_remote.local_addr6.into(), &LOCAL_MAC).await?;
         Ok(())
     })
     .with_context(|| format!("configuring REMOTE (namespace `{rns}`)"))?;

@@ -1,4 +1,5 @@
-//! rtnetlink helpers: a handle opened inside a namespace, links, addresses and routes.
+//! rtnetlink helpers: a handle opened inside a namespace, links, addresses, routes and
+//! neighbours.
 use std::{
     future::Future,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -7,7 +8,11 @@ use std::{
 use anyhow::{anyhow, Context as _, Result};
 use futures::TryStreamExt as _;
 use ipnet::IpNet;
-use netlink_packet_route::{address::AddressHeaderFlags, route::RouteType};
+use netlink_packet_route::{
+    address::AddressHeaderFlags,
+    neighbour::{NeighbourFlags, NeighbourState},
+    route::RouteType,
+};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use super::netns;
@@ -107,4 +112,18 @@ pub async fn add_route(
         .execute()
         .await
         .with_context(|| format!("adding route {what}"))
+}
+
+/// A neighbour entry for `addr` at `mac` on link `index`, flagged as a router, as a router
+/// advertisement leaves it; stale, so the host confirms it on first use.
+pub async fn add_router_neighbour(h: &Handle, index: u32, addr: IpAddr, mac: &[u8]) -> Result<()> {
+    h.neighbours()
+        .add(index, addr)
+        .link_layer_address(mac)
+        .state(NeighbourState::Stale)
+        .flags(NeighbourFlags::Router)
+        .replace()
+        .execute()
+        .await
+        .with_context(|| format!("adding the neighbour entry for router {addr}"))
 }

@@ -17,6 +17,8 @@ enum Probe {
     Line(Vec<String>, Box<dyn Fn(&str) -> bool + Send + Sync>),
     /// Linux: the interface holding the address has the MAC.
     LinuxMacOf(IpAddr, Mac),
+    /// Linux: the neighbour entry for the address (resolved by a ping) is flagged as a router.
+    LinuxRouterNeighbour(IpAddr),
 }
 
 /// One check: its name (a key of check-setup's record), what it runs, and what to do when it
@@ -140,6 +142,18 @@ pub fn remote_checks(t: &Topology, profile: ProfileName) -> Vec<RemoteCheck> {
                     &["ping", "-n", "-c", "1", "-W", "1", &l],
                     format!("REMOTE cannot ping LOCAL_ADDR{sfx} {l}"),
                 ));
+                if v6 {
+                    checks.push(RemoteCheck {
+                        name: "remote_gateway6_router".into(),
+                        probe: Probe::LinuxRouterNeighbour(local),
+                        fix: format!(
+                            "REMOTE does not see LOCAL_ADDR6 {l} as a router, so Linux drops the \
+                             path MTUs it learns through it at its next route garbage \
+                             collection: `sysctl net.ipv6.conf.{}.forwarding=1` on LOCAL",
+                            t.local_if
+                        ),
+                    });
+                }
                 for (key, dst) in [
                     ("remote_route_fake_net", &net_addr),
                     ("remote_fake_route", &f),
@@ -295,6 +309,18 @@ pub fn run_remote_check(ctx: &Ctx, check: &RemoteCheck) -> Result<()> {
                 bail!("{}: REMOTE's {dev} is `{}`", check.fix, link.trim());
             }
         }
+        Probe::LinuxRouterNeighbour(addr) => {
+            let a = addr.to_string();
+            ctx.remote("ping", &["-n", "-c", "1", "-W", "1", &a])?;
+            let neigh = ctx.remote("ip", &["neigh", "show", &a])?;
+            if !neigh.split_whitespace().any(|w| w == "router") {
+                bail!(
+                    "{}: REMOTE's neighbour entry is `{}`",
+                    check.fix,
+                    neigh.trim()
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -329,7 +355,7 @@ mod tests {
     fn argv(c: &RemoteCheck) -> Vec<String> {
         match &c.probe {
             Probe::Succeeds(a) | Probe::Line(a, _) => a.clone(),
-            Probe::LinuxMacOf(..) => vec!["ip".into()],
+            Probe::LinuxMacOf(..) | Probe::LinuxRouterNeighbour(_) => vec!["ip".into()],
         }
     }
 
