@@ -36,6 +36,10 @@ pub struct TcpSegment {
     pub window: u16,
     /// Linux assumes 536 when a SYN carries no MSS option.
     pub mss: Option<u16>,
+    /// A SYN's SACK-permitted option (RFC 2018).
+    pub sack_permitted: bool,
+    /// One SACK block: the data from the first to before the second sequence number arrived.
+    pub sack: Option<(u32, u32)>,
     pub payload: Vec<u8>,
 }
 
@@ -75,10 +79,25 @@ pub fn tcp_frame(l2: &L2, seg: &TcpSegment) -> Result<Vec<u8>> {
     if f.psh {
         tcp = tcp.psh();
     }
+    let mut options = Vec::new();
     if let Some(mss) = seg.mss {
+        options.push(TcpOptionElement::MaximumSegmentSize(mss));
+    }
+    if seg.sack_permitted {
+        options.push(TcpOptionElement::SelectiveAcknowledgementPermitted);
+    }
+    if let Some(block) = seg.sack {
+        options.push(TcpOptionElement::Noop);
+        options.push(TcpOptionElement::Noop);
+        options.push(TcpOptionElement::SelectiveAcknowledgement(
+            block,
+            [None, None, None],
+        ));
+    }
+    if !options.is_empty() {
         tcp = tcp
-            .options(&[TcpOptionElement::MaximumSegmentSize(mss)])
-            .map_err(|e| anyhow!("TCP MSS option: {e}"))?;
+            .options(&options)
+            .map_err(|e| anyhow!("TCP options: {e}"))?;
     }
     let mut frame = Vec::with_capacity(tcp.size(seg.payload.len()));
     tcp.write(&mut frame, &seg.payload)
@@ -93,6 +112,57 @@ pub fn udp_frame(l2: &L2, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> R
     udp.write(&mut frame, payload)
         .context("building a UDP frame")?;
     Ok(frame)
+}
+
+/// The ICMP error a router sends when `quote` (an IP packet from its header on, as much of it
+/// as the router quotes) does not fit its next hop of `mtu`: IPv4 "fragmentation needed" (type
+/// 3 code 4, next-hop MTU; 0 means "no MTU given", RFC 1191 section 4) or ICMPv6 "Packet Too
+/// Big" (RFC 4443 3.2), from `router` to `to`, checksums computed.
+pub fn too_big_frame(
+    l2: &L2,
+    router: IpAddr,
+    to: IpAddr,
+    mtu: u32,
+    quote: &[u8],
+) -> Result<Vec<u8>> {
+    let step = ip_step(l2, router, to)?;
+    let mut frame = Vec::new();
+    if router.is_ipv4() {
+        let next_hop_mtu = u16::try_from(mtu)
+            .map_err(|_| anyhow!("next-hop MTU {mtu} does not fit frag-needed's 16 bits"))?;
+        let icmp = step.icmpv4(Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu },
+        ));
+        icmp.write(&mut frame, quote)
+            .context("building ICMP fragmentation needed")?;
+    } else {
+        step.icmpv6(Icmpv6Type::PacketTooBig { mtu })
+            .write(&mut frame, quote)
+            .context("building ICMPv6 Packet Too Big")?;
+    }
+    Ok(frame)
+}
+
+/// Rewrites the TCP sequence number of an IP packet (possibly truncated, as a quote is), to
+/// quote a segment that was never sent.
+pub fn set_tcp_seq(ip_packet: &mut [u8], seq: u32) -> Result<()> {
+    let at = {
+        let (ip, _) = etherparse::LaxIpSlice::from_slice(ip_packet)
+            .map_err(|e| anyhow!("quoted IP header: {e}"))?;
+        let payload = ip.payload();
+        if payload.ip_number != etherparse::IpNumber::TCP {
+            bail!(
+                "the quoted packet is not TCP (protocol {:?})",
+                payload.ip_number
+            );
+        }
+        payload.payload.as_ptr() as usize - ip_packet.as_ptr() as usize
+    };
+    ip_packet
+        .get_mut(at + 4..at + 8)
+        .context("the quote ends before the TCP sequence number")?
+        .copy_from_slice(&seq.to_be_bytes());
+    Ok(())
 }
 
 /// An ICMP "fragmentation needed" or ICMPv6 "Packet Too Big" as received, checked field by field.
@@ -245,6 +315,8 @@ mod tests {
             },
             window: 65535,
             mss: Some(1460),
+            sack_permitted: false,
+            sack: None,
             payload: Vec::new(),
         }
     }
@@ -284,6 +356,36 @@ mod tests {
     }
 
     #[test]
+    fn sack_options_are_written() {
+        let mut seg = syn("198.51.100.22", "192.0.2.2");
+        seg.sack_permitted = true;
+        let frame = tcp_frame(&L, &seg).unwrap();
+        let p = SlicedPacket::from_ethernet(&frame).unwrap();
+        let Some(TransportSlice::Tcp(tcp)) = &p.transport else {
+            panic!("no TCP")
+        };
+        let opts: Vec<_> = tcp.options_iterator().filter_map(Result::ok).collect();
+        assert!(opts.contains(&TcpOptionElement::SelectiveAcknowledgementPermitted));
+        seg.flags = TcpFlags {
+            ack: true,
+            ..Default::default()
+        };
+        seg.mss = None;
+        seg.sack_permitted = false;
+        seg.sack = Some((100, 2000));
+        let frame = tcp_frame(&L, &seg).unwrap();
+        let p = SlicedPacket::from_ethernet(&frame).unwrap();
+        let Some(TransportSlice::Tcp(tcp)) = &p.transport else {
+            panic!("no TCP")
+        };
+        let opts: Vec<_> = tcp.options_iterator().filter_map(Result::ok).collect();
+        assert!(opts.contains(&TcpOptionElement::SelectiveAcknowledgement(
+            (100, 2000),
+            [None, None, None]
+        )));
+    }
+
+    #[test]
     fn udp_frames_round_trip() {
         let frame = udp_frame(
             &L,
@@ -298,6 +400,54 @@ mod tests {
             panic!()
         };
         assert_eq!((udp.source_port(), udp.destination_port()), (40000, 7));
+    }
+
+    #[test]
+    fn too_big_frames_quote_the_packet_with_the_sequence_moved() {
+        for (s, d, router) in [
+            ("198.51.100.22", "192.0.2.2", "192.0.2.1"),
+            ("2001:db8:1::22", "2001:db8::2", "2001:db8::1"),
+        ] {
+            // REMOTE's segment toward the fake host, as the router saw it.
+            let mut seg = syn(d, s);
+            seg.payload = vec![b'c'; 100];
+            let frame = tcp_frame(&L, &seg).unwrap();
+            let mut quote = frame[14..].to_vec();
+            set_tcp_seq(&mut quote, 0x4000_0007).unwrap();
+            let icmp = too_big_frame(
+                &L,
+                router.parse().unwrap(),
+                d.parse().unwrap(),
+                1300,
+                &quote[..quote.len() - 50],
+            )
+            .unwrap();
+            let e = parse_icmp_error(&icmp).unwrap();
+            assert_eq!(e.mtu, 1300);
+            assert!(e.icmp_checksum_ok && e.ip_checksum_ok);
+            assert_eq!(e.src, router.parse::<IpAddr>().unwrap());
+            assert_eq!(e.quote.len(), quote.len() - 50, "quoted as given");
+            let (ip, _) = etherparse::LaxIpSlice::from_slice(&e.quote).unwrap();
+            let tcp = ip.payload().payload;
+            assert_eq!(&tcp[4..8], &0x4000_0007u32.to_be_bytes());
+        }
+        assert!(too_big_frame(
+            &L,
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            70000,
+            &[]
+        )
+        .is_err());
+        let udp = udp_frame(
+            &L,
+            "192.0.2.2:7".parse().unwrap(),
+            "198.51.100.22:4000".parse().unwrap(),
+            &[0; 20],
+        )
+        .unwrap();
+        assert!(set_tcp_seq(&mut udp[14..].to_vec(), 1).is_err());
+        assert!(set_tcp_seq(&mut [0x45, 0], 1).is_err());
     }
 
     #[test]

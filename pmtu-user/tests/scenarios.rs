@@ -12,9 +12,10 @@ use pcap_file::pcap::PcapReader;
 
 mod common;
 
-use common::{json_run, lab_record, scenario, text, wait_until, LabGuard, PMTU};
+use common::{json_run, lab_record, scenario, stderr, stdout, text, wait_until, LabGuard, PMTU};
 
-const ALL: [&str; 9] = [
+/// `pmtu run`: the original's nine in its order, then the RFC behaviours beyond it.
+const ALL: [&str; 19] = [
     "check-setup",
     "ping",
     "ping6",
@@ -24,7 +25,20 @@ const ALL: [&str; 9] = [
     "gateway6",
     "tcpfrag6",
     "udpfrag6",
+    "window",
+    "window6",
+    "bigger",
+    "bigger6",
+    "tiny",
+    "tiny6",
+    "persist",
+    "persist6",
+    "udp",
+    "neighbor6",
 ];
+
+/// `pmtu run --all` adds these.
+const LONG: [&str; 4] = ["expire", "expire6", "blackhole", "blackhole6"];
 
 #[test]
 fn every_scenario_passes_with_the_expected_numbers() {
@@ -43,7 +57,7 @@ fn every_scenario_passes_with_the_expected_numbers() {
     }
     assert_eq!(
         (summary["passed"].as_u64(), summary["failed"].as_u64()),
-        (Some(9), Some(0))
+        (Some(ALL.len() as u64), Some(0))
     );
     let m = |name: &str, key: &str| scenario(&scenarios, name)["measured"][key].clone();
     assert_eq!(m("pmtu", "retransmit_ip_len"), 1300);
@@ -55,6 +69,47 @@ fn every_scenario_passes_with_the_expected_numbers() {
     assert_eq!(m("tcpfrag6", "retransmit_ip_len"), 1500);
     assert_eq!(m("udpfrag6", "next_reply_ip_len"), 1248);
     assert_eq!(m("udpfrag6", "next_reply_fragmented"), false);
+    assert_eq!(m("udpfrag6", "large_next_reply_ip_len"), 1448);
+    assert_eq!(m("udpfrag6", "large_next_reply_fragmented"), false);
+    assert!(m("check-setup", "checks").as_u64() >= Some(34));
+    for name in ["pmtu", "pmtu6"] {
+        assert_eq!(m(name, "resent_before_rto"), true);
+        assert!(m(name, "resend_after_ms").as_f64() < Some(200.0));
+    }
+    assert_eq!(m("gateway6", "route_mtu_before"), 1300);
+    assert_eq!(m("gateway6", "route_mtu_after_readd"), 0);
+    for name in ["window", "window6"] {
+        assert_eq!(m(name, "resend_ip_len"), 1500);
+        assert_eq!(m(name, "segments_at_1300"), 0);
+        assert_eq!(m(name, "remote_pmtu"), 0);
+        assert_eq!(m(name, "out_of_window_icmps"), 2);
+    }
+    for name in ["bigger", "bigger6"] {
+        assert_eq!(m(name, "resend_ip_len"), 1500);
+        assert_eq!(m(name, "remote_pmtu_after_larger"), 0);
+        assert_eq!(m(name, "new_data_ip_len"), 1300);
+        assert_eq!(m(name, "remote_pmtu"), 1300);
+    }
+    for mtu in [500, 67, 0] {
+        assert_eq!(m("tiny", &format!("mtu{mtu}_resend_ip_len")), 552);
+        assert_eq!(m("tiny", &format!("mtu{mtu}_resend_df")), false);
+    }
+    assert_eq!(m("tiny6", "below_min_resend_ip_len"), 1500);
+    assert_eq!(m("tiny6", "min_retransmit_ip_len"), 1280);
+    assert_eq!(m("persist", "new_connection_ip_len"), 1300);
+    assert_eq!(m("persist", "synack_mss"), 1260);
+    assert_eq!(m("persist", "udp_first_fragment_len"), 1300);
+    assert_eq!(m("persist6", "new_connection_ip_len"), 1300);
+    assert_eq!(m("persist6", "synack_mss"), 1240);
+    assert_eq!(m("persist6", "udp_first_fragment_len"), 1296);
+    assert_eq!(m("udp", "first_reply_ip_len"), 1428);
+    assert_eq!(m("udp", "first_reply_df"), true);
+    assert_eq!(m("udp", "next_reply_first_fragment_len"), 1300);
+    assert_eq!(m("udp", "next_reply_last_fragment_len"), 148);
+    assert_eq!(m("udp", "next_reply_df"), false);
+    assert_eq!(m("neighbor6", "after_reply_first_fragment_len"), 1296);
+    assert_eq!(m("neighbor6", "after_reply_last_fragment_len"), 208);
+    assert_eq!(m("neighbor6", "too_big_after_delete"), 0);
 
     // Each scenario through its own subcommand, human output; the lab stays up.
     for name in ALL {
@@ -71,6 +126,56 @@ fn every_scenario_passes_with_the_expected_numbers() {
         );
     }
     assert!(!lab.is_gone());
+}
+
+#[test]
+fn run_all_adds_the_long_scenarios_and_puts_remote_back() {
+    let lab = LabGuard::up("e");
+    let sysctls =
+        "sysctl -n net.ipv4.route.mtu_expires net.ipv6.route.mtu_expires net.ipv4.tcp_mtu_probing";
+    let before = lab.remote(sysctls);
+    let out = lab.pmtu(&["run", "--all", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (scenarios, _) = json_run(&out);
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = ALL.iter().chain(LONG.iter()).copied().collect();
+    assert_eq!(names, want);
+    let m = |name: &str, key: &str| scenario(&scenarios, name)["measured"][key].clone();
+    for name in ["expire", "expire6"] {
+        let expired = m(name, "expired_after_ms").as_u64().unwrap();
+        assert!((2000..3000).contains(&expired), "{name}: {expired}");
+        assert_eq!(m(name, "expired_ip_len"), 1500);
+        assert!(m(name, "last_at_1300_after_ms").as_u64() < Some(2000));
+    }
+    assert_eq!(m("blackhole", "fallback_ip_len"), 1064);
+    assert_eq!(m("blackhole6", "fallback_ip_len"), 1084);
+    for name in ["blackhole", "blackhole6"] {
+        let probed = m(name, "probed_ip_len").as_u64().unwrap();
+        assert!(probed > 1084 && probed <= 1300, "{name}: {probed}");
+        assert!(m(name, "probed_after_ms").as_u64() < Some(10_000));
+    }
+    // The scenarios put REMOTE's settings back.
+    assert_eq!(stdout(&lab.remote(sysctls)), stdout(&before));
+    // Also when the scenario fails: with Packet Too Big filtered, expire6 learns nothing.
+    for cmd in [
+        "nft add table inet pmtu_t",
+        "nft add chain inet pmtu_t input { type filter hook input priority 0 ; }",
+        "nft add rule inet pmtu_t input icmpv6 type packet-too-big drop",
+    ] {
+        let out = lab.remote(cmd);
+        assert!(out.status.success(), "{cmd}: {}", text(&out));
+    }
+    let out = lab.pmtu(&["expire6"]);
+    lab.remote("nft delete table inet pmtu_t");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(stdout(&lab.remote(sysctls)), stdout(&before));
+    // Names and --all do not go together.
+    let out = lab.pmtu(&["run", "--all", "pmtu"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("--all"), "{}", text(&out));
 }
 
 #[test]

@@ -71,7 +71,7 @@ enum BenchWhat {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// As root: the whole suite N times on one lab (pmtu-bench); median times.
+    /// As root: the quick suite N times on one lab (pmtu-bench, or PMTU_LAB); median times.
     Suite {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
         runs: u32,

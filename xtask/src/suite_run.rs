@@ -44,8 +44,14 @@ impl Lab {
 
     /// One `pmtu run --lab NAME --format json`.
     pub fn run_suite(&self) -> Result<SuiteRun> {
+        self.run_scenarios(&[])
+    }
+
+    /// One `pmtu run --lab NAME --format json NAMES...` (no names: the quick suite).
+    pub fn run_scenarios(&self, names: &[&str]) -> Result<SuiteRun> {
         let mut cmd = Command::new(&self.pmtu);
-        cmd.args(["run", "--lab", &self.name, "--format", "json"]);
+        cmd.args(["run", "--lab", &self.name, "--format", "json"])
+            .args(names);
         let captured = exec::capture_lines(&mut cmd)?;
         exec::check_interrupted()?;
         SuiteRun::parse(

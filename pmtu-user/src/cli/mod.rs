@@ -123,14 +123,11 @@ pub enum Request {
 /// The whole command line: the verbs, then one subcommand per registered scenario with the
 /// registry's text.
 pub fn command() -> clap::Command {
-    scenarios::ALL
-        .iter()
-        .chain(scenarios::EXTRA.iter())
-        .fold(Cli::command(), |cmd, s| {
-            cmd.subcommand(run::RunArgs::augment_args(
-                clap::Command::new(s.name).about(s.about),
-            ))
-        })
+    scenarios::every().fold(Cli::command(), |cmd, s| {
+        cmd.subcommand(run::RunArgs::augment_args(
+            clap::Command::new(s.name).about(s.about),
+        ))
+    })
 }
 
 /// Parses the process's arguments (clap prints help and usage errors and exits 2 itself).
@@ -196,7 +193,7 @@ mod tests {
     #[test]
     fn every_registered_scenario_is_a_subcommand_with_the_registry_text() {
         let cmd = command();
-        for s in scenarios::ALL.iter().chain(scenarios::EXTRA.iter()) {
+        for s in scenarios::every() {
             let sub = cmd
                 .find_subcommand(s.name)
                 .unwrap_or_else(|| panic!("no subcommand `{}`", s.name));

@@ -21,6 +21,7 @@ use pmtu::{
     scenarios, signals,
     suite::{
         capture::{self, Capture},
+        fakes::FakeHosts,
         hub::Hub,
         outfile::OutFile,
         report::{html, Format, Reporter, Summary},
@@ -47,6 +48,9 @@ pub struct RunArgs {
     /// values, reason and packet ladder.
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
+    /// With no names: also the long scenarios (expire*, blackhole*: seconds each).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// What keeps the run's set-up alive: a temporary lab, or the responder we attached ourselves,
@@ -85,6 +89,8 @@ impl Setup {
             c.set_routers(topo.local_addr, topo.local_addr6);
         }
         let sock = RawSocket::open(topo.local_netns.as_deref(), &topo.local_if)?;
+        let topo_remote_is_ours = topo.remote_netns.is_some();
+        let fakes = FakeHosts::new(&topo);
         let events = responder.take_events()?;
         let hub = Hub::start(events, capture.clone());
         let ctx = Ctx {
@@ -98,6 +104,9 @@ impl Setup {
             hub,
             capture,
             profile: Profile::get(profile),
+            // A lab's REMOTE is a namespace of this machine, ours to reconfigure.
+            remote_is_ours: topo_remote_is_ours,
+            fakes,
         };
         Ok((
             ctx,
@@ -203,11 +212,18 @@ pub fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<S
     })
 }
 
-/// Resolves scenario names (all of them for an empty list), refusing unknown ones (a usage
-/// error).
-pub fn select(names: &[String]) -> Result<Vec<&'static Scenario>> {
+/// Resolves scenario names (the quick suite for an empty list, with the long scenarios too
+/// for `all`), refusing unknown ones (a usage error).
+pub fn select(names: &[String], all: bool) -> Result<Vec<&'static Scenario>> {
     if names.is_empty() {
-        return Ok(scenarios::ALL.iter().collect());
+        let long = scenarios::LONG.iter().filter(|_| all);
+        return Ok(scenarios::ALL.iter().chain(long).collect());
+    }
+    if all {
+        return Err(Usage(
+            "--all runs the whole suite: give either --all or scenario names, not both".into(),
+        )
+        .into());
     }
     names
         .iter()
@@ -229,7 +245,7 @@ pub async fn cli(
     lab_name: &str,
     mode: AttachMode,
 ) -> Result<ExitCode> {
-    let selected = select(names)?;
+    let selected = select(names, args.all)?;
     // Malformed variables and lab names are usage errors (checked again in set-up).
     let from_env = Topology::from_env_if_set().map_err(|e| Usage(format!("{e:#}")))?;
     match from_env.as_ref().map(|t| t.remote_ssh.as_deref()) {

@@ -190,12 +190,18 @@ fn build(
     ];
     write_sysctls(&rns, &no_dad)?;
     write_sysctls(&lns, &no_dad)?;
-    // LOCAL is a router only through its XDP program: its own stack forwards nothing.
+    // LOCAL is a router only through its XDP program: its own stack forwards nothing. But
+    // LOCAL_IF (made below, so from `default`, set after `all`, which resets it) says it is a
+    // router in its neighbour advertisements, as the router it plays would: Linux purges the
+    // IPv6 path MTUs it learned through a gateway not flagged as a router whenever its route
+    // garbage collection runs. What reaches LOCAL's stack for FAKE_NET6 still ends in the
+    // blackhole route.
     write_sysctls(
         &lns,
         &[
             ("net/ipv4/ip_forward", "0"),
             ("net/ipv6/conf/all/forwarding", "0"),
+            ("net/ipv6/conf/default/forwarding", "1"),
         ],
     )?;
 
@@ -244,7 +250,9 @@ fn build(
         // REMOTE knows LOCAL as a router, as a host knows its next hop: Linux's IPv6 route
         // GC drops every PMTU exception behind a gateway whose neighbour entry lacks the
         // router flag each time more than gc_thresh (1024) routes are cached, which a stress
-        // run of thousands of fake hosts reaches.
+        // run of thousands of fake hosts reaches (and expire6 lost its entry within a second).
+        // When the entry is deleted (neighbor6), LOCAL's neighbour advertisements, which carry
+        // the router flag, say so again.
         add_router_neighbour(&h, index, t_remote.local_addr6.into(), &LOCAL_MAC).await?;
         // REMOTE reaches the fake nets through LOCAL, the router.
         for net in fake_nets(&t_remote) {

@@ -130,6 +130,8 @@ pub fn data_segment(src: IpAddr, dst: IpAddr, ip_len: usize) -> Result<Vec<u8>> 
         },
         window: 512,
         mss: None,
+        sack_permitted: false,
+        sack: None,
         payload: (0..ip_len.saturating_sub(headers))
             .map(|i| i as u8)
             .collect(),

@@ -1,4 +1,5 @@
-//! rtnetlink helpers: a handle opened inside a namespace, links, addresses and routes.
+//! rtnetlink helpers: a handle opened inside a namespace, links, addresses, routes and
+//! neighbours.
 use std::{
     future::Future,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -129,7 +130,7 @@ pub async fn add_route(
 }
 
 /// A permanent neighbour entry flagged as a router (`ip neigh replace ADDR lladdr MAC dev IF
-/// nud permanent router`).
+/// nud permanent router`), as a router advertisement leaves it.
 pub async fn add_router_neighbour(h: &Handle, index: u32, addr: IpAddr, mac: &[u8]) -> Result<()> {
     h.neighbours()
         .add(index, addr)

@@ -1,5 +1,8 @@
-//! check-setup: the original suite's set-up checks. Every check says what is wrong and how
-//! to fix it; the scenario fails if any check does.
+//! check-setup: the original suite's set-up checks (its `check-setup-local` and
+//! `check-setup-remote`, about 34), plus what this suite needs besides (services answering
+//! LOCAL, the XDP program). LOCAL is this Linux machine; REMOTE's checks are in its own OS's
+//! words ([`remote_checks`]). Every check says what is wrong and how to fix it; the scenario
+//! fails if any check does. The checks are independent and run at once.
 //!
 //! Beyond the original, it guards against LOCAL set-ups that would make the other scenarios
 //! blame REMOTE for LOCAL's doing ([`local_setup_problems`], which `pmtu run` also checks before
@@ -18,201 +21,72 @@ use serde_json::Value;
 
 use super::pmtu::CHARGEN_PORT;
 use crate::{
+    config::format_mac,
     net::{netns, rawsock},
-    suite::{tcp::FakeTcp, udp::ECHO_PORT, Ctx, Record, Scenario},
+    suite::{
+        remote_checks::{remote_checks, run_remote_check},
+        tcp::FakeTcp,
+        udp::ECHO_PORT,
+        Ctx, Record, Scenario,
+    },
 };
 
 pub const SCENARIO: Scenario = Scenario {
     name: "check-setup",
     about: "LOCAL, REMOTE, routes and services are set up as the suite needs",
     run: |ctx, rec| run(ctx, rec).boxed(),
+    alone: false,
 };
 
 const WAIT: Duration = Duration::from_secs(1);
+/// A ping to the fake host must go unanswered; with LOCAL's blackhole route it fails at once.
+const SILENCE: Duration = Duration::from_millis(200);
 
-fn mac_text(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+type Check<'a> = (String, Box<dyn FnOnce() -> Result<()> + Send + 'a>);
 
 async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
-    let t = &ctx.topo;
-    let local_ns = t.local_netns.clone();
-    let mut problems: Vec<String> = Vec::new();
-    let mut check = |name: &str, result: Result<()>| match result {
-        Ok(()) => {
-            log::info!("check {name}: ok");
-            rec.measured(name, "ok");
-        }
-        Err(e) => {
-            rec.measured(name, "FAIL");
-            problems.push(format!("{name}: {e:#}"));
-        }
-    };
-
-    check("local_mac", {
-        let mac = ctx.sock.mac();
-        if mac == t.local_mac {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!(
-                "LOCAL_IF {} has MAC {}, LOCAL_MAC says {}: fix LOCAL_MAC",
-                t.local_if,
-                mac_text(mac),
-                mac_text(t.local_mac)
-            ))
-        }
+    let mut checks = local_checks(ctx);
+    for check in remote_checks(&ctx.topo, ctx.profile.name) {
+        let name = check.name.clone();
+        checks.push((name, Box::new(move || run_remote_check(ctx, &check))));
+    }
+    log::info!("Run {} set-up checks at once.", checks.len());
+    let mut results = tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            let running: Vec<_> = checks
+                .into_iter()
+                .map(|(name, f)| (name, s.spawn(f)))
+                .collect();
+            running
+                .into_iter()
+                .map(|(name, h)| {
+                    let r = h
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow!("the check panicked")));
+                    (name, r)
+                })
+                .collect::<Vec<_>>()
+        })
     });
-
-    let (ns, dst4, dst6) = (local_ns.clone(), t.remote_addr, t.remote_addr6);
-    let pings = tokio::task::spawn_blocking(move || {
-        (
-            rawsock::ping(ns.as_deref(), dst4.into(), WAIT),
-            rawsock::ping(ns.as_deref(), dst6.into(), WAIT),
-        )
-    })
-    .await?;
-    check(
-        "remote_reachable",
-        pings.0.map(|_| ()).with_context(|| {
-            format!(
-                "REMOTE_ADDR {} does not answer ping from LOCAL_IF",
-                t.remote_addr
-            )
-        }),
-    );
-    check(
-        "remote_reachable6",
-        pings.1.map(|_| ()).with_context(|| {
-            format!(
-                "REMOTE_ADDR6 {} does not answer ping from LOCAL_IF",
-                t.remote_addr6
-            )
-        }),
-    );
-
-    let neigh = ctx
-        .local(
-            "ip",
-            &[
-                "neigh",
-                "show",
-                &t.remote_addr.to_string(),
-                "dev",
-                &t.local_if,
-            ],
-        )
-        .unwrap_or_default();
-    let remote_mac = if neigh.contains(&mac_text(t.remote_mac)) {
-        Ok(())
-    } else if !neigh.contains("lladdr") {
-        Err(anyhow::anyhow!(
-            "LOCAL has not resolved REMOTE_ADDR's MAC (`{}`): is REMOTE on LOCAL_IF's link?",
-            neigh.trim()
-        ))
-    } else {
-        Err(anyhow::anyhow!(
-            "LOCAL's neighbour entry for REMOTE_ADDR is `{}`, REMOTE_MAC says {}: fix REMOTE_MAC",
-            neigh.trim(),
-            mac_text(t.remote_mac)
-        ))
-    };
-    check("remote_mac", remote_mac);
-
-    for (key, fake, hint) in [
-        (
-            "local_fake_route",
-            t.fake_net_addr.to_string(),
-            format!("ip route add blackhole {}", t.fake_net),
-        ),
-        (
-            "local_fake_route6",
-            t.fake_net_addr6.to_string(),
-            format!("ip -6 route add blackhole {}", t.fake_net6),
-        ),
-    ] {
-        let route = ctx.local("ip", &["route", "get", &fake]);
-        check(key, match route {
-            Err(_) => Ok(()),
-            Ok(r) if r.contains("blackhole") || r.contains("unreachable") || r.contains("prohibit") => Ok(()),
-            Ok(r) => Err(anyhow::anyhow!(
-                "LOCAL routes the fake host ({}) instead of black-holing it, so LOCAL's own stack could answer for it: `{hint}` on LOCAL",
-                r.trim()
-            )),
-        });
-    }
-
-    for (key, fake, gw, net) in [
-        (
-            "remote_fake_route",
-            t.fake_net_addr.to_string(),
-            t.local_addr.to_string(),
-            t.fake_net.to_string(),
-        ),
-        (
-            "remote_fake_route6",
-            t.fake_net_addr6.to_string(),
-            t.local_addr6.to_string(),
-            t.fake_net6.to_string(),
-        ),
-    ] {
-        let route = ctx
-            .remote("ip", &["route", "get", &fake])
-            .unwrap_or_default();
-        check(
-            key,
-            if route.contains(&format!("via {gw} ")) {
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!(
-                "REMOTE does not route {net} via LOCAL ({gw}): it has `{}`; add `ip route add {net} via {gw}` on REMOTE",
-                route.trim()
-            ))
-            },
-        );
-    }
-
-    for addr in [IpAddr::from(t.remote_addr), IpAddr::from(t.remote_addr6)] {
-        let ns = local_ns.clone();
-        let target = SocketAddr::new(addr, CHARGEN_PORT);
-        let r = tokio::task::spawn_blocking(move || chargen_answers(ns.as_deref(), target)).await?;
-        check(
-            if addr.is_ipv4() {
-                "chargen"
-            } else {
-                "chargen6"
-            },
-            r,
-        );
-    }
-    for addr in [IpAddr::from(t.remote_addr), IpAddr::from(t.remote_addr6)] {
-        let ns = local_ns.clone();
-        let target = SocketAddr::new(addr, ECHO_PORT);
-        let r = tokio::task::spawn_blocking(move || echo_answers(ns.as_deref(), target)).await?;
-        check(if addr.is_ipv4() { "echo" } else { "echo6" }, r);
-    }
-
-    let link = ctx
-        .local("ip", &["link", "show", "dev", &t.local_if])
-        .unwrap_or_default();
-    check(
-        "xdp_attached",
-        if link.contains("xdp") {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!(
-                "no XDP program on LOCAL_IF {}: `pmtu lab up` (lab) or `pmtu run` attaches it",
-                t.local_if
-            ))
-        },
-    );
-
+    // The guards against LOCAL set-ups that would make scenarios blame REMOTE (they talk to
+    // REMOTE through the responder, so they run after the others).
     for (name, result) in local_setup_checks(ctx, true).await {
-        check(name, result);
+        results.push((name.to_string(), result));
     }
-
+    let mut problems = Vec::new();
+    for (name, result) in results {
+        match result {
+            Ok(()) => {
+                log::info!("check {name}: ok");
+                rec.measured(&name, "ok");
+            }
+            Err(e) => {
+                rec.measured(&name, "FAIL");
+                problems.push(format!("{name}: {e:#}"));
+            }
+        }
+    }
+    rec.measured("checks", rec.measured.len() as u64);
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
@@ -388,6 +262,251 @@ async fn frame_sizes(ctx: &Ctx, mtu: u64, strict: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A line of LOCAL's `ip` output has all these words.
+fn local_ip_has(ctx: &Ctx, args: &[&str], want: &[&str]) -> Result<String> {
+    let out = ctx.local("ip", args)?;
+    let ok = out.lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        want.iter().all(|x| w.contains(x))
+    });
+    if ok {
+        Ok(out)
+    } else {
+        Err(anyhow!(
+            "`ip {}` on LOCAL says `{}`",
+            args.join(" "),
+            out.trim()
+        ))
+    }
+}
+
+/// The original's `check-setup-local`, on LOCAL (always Linux), and this suite's own needs.
+fn local_checks(ctx: &Ctx) -> Vec<Check<'_>> {
+    let t = &ctx.topo;
+    let ns = t.local_netns.as_deref();
+    let mut checks: Vec<Check<'_>> = Vec::new();
+    add(
+        &mut checks,
+        "local_mac",
+        Box::new(move || {
+            let mac = ctx.sock.mac();
+            if mac == t.local_mac {
+                return Ok(());
+            }
+            bail!(
+                "LOCAL_IF {} has MAC {}, LOCAL_MAC says {}: fix LOCAL_MAC",
+                t.local_if,
+                format_mac(&mac),
+                format_mac(&t.local_mac)
+            )
+        }),
+    );
+    for v6 in [false, true] {
+        let sfx = if v6 { "6" } else { "" };
+        let (local, remote, fake): (IpAddr, IpAddr, IpAddr) = if v6 {
+            (
+                t.local_addr6.into(),
+                t.remote_addr6.into(),
+                t.fake_net_addr6.into(),
+            )
+        } else {
+            (
+                t.local_addr.into(),
+                t.remote_addr.into(),
+                t.fake_net_addr.into(),
+            )
+        };
+        let net = if v6 {
+            t.fake_net6.to_string()
+        } else {
+            t.fake_net.to_string()
+        };
+        add(
+            &mut checks,
+            &format!("local_ping_self{sfx}"),
+            Box::new(move || {
+                rawsock::ping(ns, local, WAIT).map(|_| ()).with_context(|| {
+                    format!("LOCAL_ADDR{sfx} {local} does not answer ping on LOCAL")
+                })
+            }),
+        );
+        add(
+            &mut checks,
+            &format!("local_addr{sfx}_local"),
+            Box::new(move || {
+                let out = ctx.local("ip", &["route", "get", &local.to_string()])?;
+                if out.starts_with("local ") {
+                    return Ok(());
+                }
+                bail!(
+                    "LOCAL_ADDR{sfx} {local} is not LOCAL's own address: `{}`",
+                    out.trim()
+                )
+            }),
+        );
+        add(
+            &mut checks,
+            &format!("local_addr{sfx}_on_local_if"),
+            Box::new(move || {
+                let out = ctx.local("ip", &["-o", "addr", "show", "dev", &t.local_if])?;
+                let prefix = format!("{local}/");
+                if out.split_whitespace().any(|w| w.starts_with(&prefix)) {
+                    return Ok(());
+                }
+                bail!(
+                    "LOCAL_IF {} does not have LOCAL_ADDR{sfx} {local}: add it",
+                    t.local_if
+                )
+            }),
+        );
+        add(
+            &mut checks,
+            &format!("remote_reachable{sfx}"),
+            Box::new(move || {
+                rawsock::ping(ns, remote, WAIT)
+                    .map(|_| ())
+                    .with_context(|| {
+                        format!("REMOTE_ADDR{sfx} {remote} does not answer ping from LOCAL_IF")
+                    })
+            }),
+        );
+        add(
+            &mut checks,
+            &format!("remote{sfx}_via_local_if"),
+            Box::new(move || {
+                local_ip_has(
+                    ctx,
+                    &["route", "get", &remote.to_string()],
+                    &["dev", &t.local_if],
+                )
+                .map(|_| ())
+                .with_context(|| {
+                    format!(
+                        "LOCAL does not reach {remote} through LOCAL_IF {}",
+                        t.local_if
+                    )
+                })
+            }),
+        );
+        add(
+            &mut checks,
+            &format!("remote_mac{sfx}"),
+            Box::new(move || remote_mac(ctx, remote)),
+        );
+        add(
+            &mut checks,
+            &format!("fake{sfx}_silent"),
+            Box::new(move || {
+                match rawsock::ping(ns, fake, SILENCE) {
+                Err(_) => Ok(()),
+                Ok(_) => bail!(
+                    "FAKE_NET_ADDR{sfx} {fake} answers ping: it must not exist (LOCAL's own stack or a real host answers for it)"
+                ),
+            }
+            }),
+        );
+        let (net1, net2) = (net.clone(), net);
+        add(
+            &mut checks,
+            &format!("local_fake_route{sfx}"),
+            Box::new(move || {
+                let route = ctx.local("ip", &["route", "get", &fake.to_string()]);
+                match route {
+                    Err(_) => Ok(()),
+                    Ok(r) if is_blackhole(&r) => Ok(()),
+                    Ok(r) => bail!(
+                        "LOCAL routes the fake host ({}) instead of black-holing it, so LOCAL's own stack could answer for it: `ip route add blackhole {net1}` on LOCAL",
+                        r.trim()
+                    ),
+                }
+            }),
+        );
+        add(
+            &mut checks,
+            &format!("local_fake_net{sfx}_blackhole"),
+            Box::new(move || {
+                let family = if v6 { "-6" } else { "-4" };
+                let out = ctx.local("ip", &[family, "route", "show", "exact", &net2])?;
+                if is_blackhole(&out) {
+                    return Ok(());
+                }
+                bail!("LOCAL has no blackhole route for all of {net2} (`{}`): `ip route add blackhole {net2}` on LOCAL", out.trim())
+            }),
+        );
+        add(
+            &mut checks,
+            if v6 { "chargen6" } else { "chargen" },
+            Box::new(move || chargen_answers(ns, SocketAddr::new(remote, CHARGEN_PORT))),
+        );
+        add(
+            &mut checks,
+            if v6 { "echo6" } else { "echo" },
+            Box::new(move || echo_answers(ns, SocketAddr::new(remote, ECHO_PORT))),
+        );
+    }
+    add(
+        &mut checks,
+        "xdp_attached",
+        Box::new(move || {
+            let link = ctx.local("ip", &["link", "show", "dev", &t.local_if])?;
+            if link.contains("xdp") {
+                return Ok(());
+            }
+            bail!(
+                "no XDP program on LOCAL_IF {}: `pmtu lab up` (lab) or `pmtu run` attaches it",
+                t.local_if
+            )
+        }),
+    );
+    checks
+}
+
+fn add<'a>(
+    checks: &mut Vec<Check<'a>>,
+    name: &str,
+    f: Box<dyn FnOnce() -> Result<()> + Send + 'a>,
+) {
+    checks.push((name.to_string(), f));
+}
+
+fn is_blackhole(route: &str) -> bool {
+    ["blackhole", "unreachable", "prohibit"]
+        .iter()
+        .any(|k| route.contains(k))
+}
+
+/// LOCAL's neighbour entry for `remote` (resolved by the ping before it, or now) is REMOTE_MAC.
+fn remote_mac(ctx: &Ctx, remote: IpAddr) -> Result<()> {
+    let t = &ctx.topo;
+    let want = format_mac(&t.remote_mac);
+    let show = || {
+        ctx.local(
+            "ip",
+            &["neigh", "show", &remote.to_string(), "dev", &t.local_if],
+        )
+        .unwrap_or_default()
+    };
+    let mut neigh = show();
+    if !neigh.contains("lladdr") {
+        // Not resolved yet: one ping resolves it.
+        let _ = rawsock::ping(t.local_netns.as_deref(), remote, WAIT);
+        neigh = show();
+    }
+    if neigh.contains(&want) {
+        Ok(())
+    } else if !neigh.contains("lladdr") {
+        bail!(
+            "LOCAL has not resolved {remote}'s MAC (`{}`): is REMOTE on LOCAL_IF's link?",
+            neigh.trim()
+        )
+    } else {
+        bail!(
+            "LOCAL's neighbour entry for {remote} is `{}`, REMOTE_MAC says {want}: fix REMOTE_MAC",
+            neigh.trim()
+        )
+    }
 }
 
 fn chargen_answers(ns: Option<&str>, target: SocketAddr) -> Result<()> {

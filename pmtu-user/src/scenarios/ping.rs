@@ -13,12 +13,14 @@ pub const PING: Scenario = Scenario {
     name: "ping",
     about: "REMOTE_ADDR answers ICMP echo",
     run: |ctx, rec| run(ctx, rec, false).boxed(),
+    alone: false,
 };
 
 pub const PING6: Scenario = Scenario {
     name: "ping6",
     about: "REMOTE_ADDR6 answers ICMPv6 echo",
     run: |ctx, rec| run(ctx, rec, true).boxed(),
+    alone: false,
 };
 
 async fn run(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {

@@ -3,7 +3,8 @@
 //! Fake a TCP handshake from FAKE_NET_ADDR to REMOTE's chargen. REMOTE sends full-size data;
 //! the router answers the first full-size segment with ICMP "fragmentation needed", next-hop
 //! MTU 1300, quoting it. REMOTE must resend the quoted data in segments of IP length exactly
-//! 1300, and send nothing larger afterwards.
+//! 1300, at once (before its retransmission timeout: a resend at the timeout would mean the
+//! data went again for another reason), and send nothing larger afterwards.
 use std::net::SocketAddr;
 
 use anyhow::{bail, Result};
@@ -20,6 +21,7 @@ pub const SCENARIO: Scenario = Scenario {
     name: "pmtu",
     about: "TCP over IPv4: ICMP frag-needed 1300 -> retransmit at IP length 1300",
     run: |ctx, rec| story(ctx, rec, false).boxed(),
+    alone: false,
 };
 
 /// The announced next-hop MTU.
@@ -71,20 +73,25 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
         .wait_seq(quoted.seq, "retransmission of the quoted segment")
         .await
         .silence_fails()?;
-    let why = if retx.ip_len == quoted.ip_len {
-        format!("REMOTE ignored the ICMP {icmp}")
-    } else if retx.ip_len > MTU {
-        "REMOTE adopted a larger path MTU than announced (a clamp such as net.ipv4.route.min_pmtu?)"
-            .to_string()
-    } else if retx.ip_len == LINUX_MIN_PMTU {
-        format!(
-            "REMOTE fell back to {LINUX_MIN_PMTU}, Linux's min_pmtu: with net.ipv4.ip_no_pmtu_disc=1 \
-             Linux answers frag-needed that way instead of adopting the MTU"
-        )
-    } else {
-        "REMOTE went below the announced MTU".to_string()
-    };
+    let why = why_not_adopted(v6, quoted.ip_len, retx.ip_len, MTU);
     rec.check_eq("retransmit_ip_len", retx.ip_len, MTU, &why)?;
+
+    log::info!("The resend must come at once, well before REMOTE's retransmission timeout.");
+    let after_ms = retx.ts_ns.saturating_sub(quoted.ts_ns) as f64 / 1e6;
+    rec.measured("resend_after_ms", (after_ms * 1000.0).round() / 1000.0);
+    if let Some(rto) = ctx.profile.min_rto_ms {
+        rec.measured("min_rto_ms", rto);
+        rec.check_eq(
+            "resent_before_rto",
+            after_ms < rto as f64,
+            true,
+            &format!(
+                "the resend came {after_ms:.1} ms after the ICMP, not before REMOTE's \
+                 retransmission timeout (at least {rto} ms): it was resent because the timer \
+                 ran out, not because of the ICMP (RFC 1191 3 and RFC 8201 4: retransmit promptly)"
+            ),
+        )?;
+    }
 
     log::info!("The rest of the quoted range follows, no segment larger than {MTU}.");
     let quoted_end = quoted.seq_end();
@@ -114,4 +121,26 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
     )?;
     tcp.reset()?;
     Ok(())
+}
+
+/// Why REMOTE resent a `quoted`-byte packet at `got` bytes instead of the announced `mtu`.
+pub fn why_not_adopted(v6: bool, quoted: u16, got: u16, mtu: u16) -> String {
+    let icmp = if v6 {
+        "Packet Too Big"
+    } else {
+        "fragmentation needed"
+    };
+    if got == quoted {
+        format!("REMOTE ignored the ICMP {icmp}")
+    } else if got > mtu {
+        "REMOTE adopted a larger path MTU than announced (a clamp such as net.ipv4.route.min_pmtu?)"
+            .to_string()
+    } else if got == LINUX_MIN_PMTU && !v6 {
+        format!(
+            "REMOTE fell back to {LINUX_MIN_PMTU}, Linux's min_pmtu: with net.ipv4.ip_no_pmtu_disc=1 \
+             Linux answers frag-needed that way instead of adopting the MTU"
+        )
+    } else {
+        "REMOTE went below the announced MTU".to_string()
+    }
 }

@@ -9,4 +9,5 @@ pub const SCENARIO: Scenario = Scenario {
     name: "pmtu6",
     about: "TCP over IPv6: Packet Too Big 1300 -> retransmit at IPv6 length 1300",
     run: |ctx, rec| story(ctx, rec, true).boxed(),
+    alone: false,
 };

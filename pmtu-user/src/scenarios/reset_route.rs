@@ -9,6 +9,8 @@ pub const SCENARIO: Scenario = Scenario {
     name: "reset-route",
     about: "clear PMTU state on LOCAL and REMOTE",
     run: |ctx, rec| run(ctx, rec).boxed(),
+    // It forgets every path MTU.
+    alone: true,
 };
 
 async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {

@@ -2,8 +2,9 @@
 //! (RFC 8021) nor a path MTU below 1280 (RFC 8200 5).
 //!
 //! Answer a full-size TCP data segment with Packet Too Big, MTU 1272. Acknowledge the data
-//! before it; REMOTE resends the quoted segment: no fragment header with offset 0 and M=0 may
-//! appear, and (Linux: TCP ignores such a PTB) the retransmit is still 1500 long.
+//! before it and report it lost (SACK); REMOTE resends the quoted segment at once: no fragment
+//! header with offset 0 and M=0 may appear, and (Linux: TCP ignores such a PTB) the retransmit
+//! is still 1500 long.
 use anyhow::{bail, Result};
 use futures::FutureExt as _;
 
@@ -18,6 +19,7 @@ pub const SCENARIO: Scenario = Scenario {
     name: "tcpfrag6",
     about: "TCP over IPv6: Packet Too Big 1272 -> no atomic fragment, retransmit still 1500",
     run: |ctx, rec| run(ctx, rec).boxed(),
+    alone: false,
 };
 
 /// Below the IPv6 minimum link MTU of 1280.
@@ -41,8 +43,11 @@ async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
         );
     }
 
-    log::info!("Acknowledge the data before the quoted segment; REMOTE resends the quoted one.");
-    tcp.ack(quoted.seq)?;
+    log::info!(
+        "Acknowledge the data before the quoted segment and report it lost (SACK): REMOTE \
+         resends it now instead of at its retransmission timeout."
+    );
+    tcp.report_lost(&quoted).await?;
     let retx = tcp
         .wait_seq(quoted.seq, "retransmission of the quoted segment")
         .await

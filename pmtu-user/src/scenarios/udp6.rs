@@ -20,6 +20,7 @@ pub const SCENARIO: Scenario = Scenario {
     name: "udp6",
     about: "UDP over IPv6: Packet Too Big 1300 -> echo reply fragmented, first fragment 1296",
     run: |ctx, rec| run(ctx, rec).boxed(),
+    alone: false,
 };
 
 pub const MTU: u32 = 1300;

@@ -6,9 +6,14 @@
 //! could not test REMOTE (LOCAL's sockets, netlink, commands, the responder, a service that is
 //! not there): its verdict is ERROR.
 pub mod capture;
+pub mod fakes;
 pub mod hub;
 pub mod outfile;
+pub mod profile;
+pub mod remote_checks;
+pub mod remote_state;
 pub mod report;
+pub mod router;
 pub mod run;
 pub mod stress;
 pub mod tcp;
@@ -36,53 +41,12 @@ use crate::{
     xdp::responder::{Responder, RuleSpec},
 };
 use capture::Capture;
+use fakes::FakeHosts;
 use hub::Hub;
+pub use profile::{Gateway6Reset, Profile, ProfileName};
 
 /// Upper bound for one reply from REMOTE (a round trip on a local link takes microseconds).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What REMOTE's OS is expected to do, where RFCs leave room.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProfileName {
-    Linux,
-    Openbsd,
-}
-
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct Profile {
-    pub name: ProfileName,
-    /// tcpfrag6: IP length of the retransmit after a PTB below 1280. Linux's TCP ignores such
-    /// PTBs (RFC 8021 removed atomic fragments), so it keeps sending 1500.
-    pub tcpfrag6_retransmit: u16,
-    /// gateway6: how REMOTE's PMTU-carrying route state is removed.
-    pub gateway6_reset: Gateway6Reset,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Gateway6Reset {
-    /// Linux keeps IPv6 PMTU exceptions on the route: delete and re-add the FAKE_NET6 route.
-    ReaddFakeRoute,
-    /// OpenBSD: delete the host route to LOCAL_ADDR6; the dynamic PMTU route must survive.
-    DeleteGatewayHostRoute,
-}
-
-impl Profile {
-    pub fn get(name: ProfileName) -> Profile {
-        match name {
-            ProfileName::Linux => Profile {
-                name,
-                tcpfrag6_retransmit: 1500,
-                gateway6_reset: Gateway6Reset::ReaddFakeRoute,
-            },
-            ProfileName::Openbsd => Profile {
-                name,
-                tcpfrag6_retransmit: 1500,
-                gateway6_reset: Gateway6Reset::DeleteGatewayHostRoute,
-            },
-        }
-    }
-}
 
 /// Everything a scenario needs; shared by all scenarios of a run (and by concurrent flows).
 pub struct Ctx {
@@ -93,6 +57,11 @@ pub struct Ctx {
     pub hub: Hub,
     pub capture: Option<Arc<Capture>>,
     pub profile: Profile,
+    /// REMOTE is a lab's (or a VM's) that the suite may reconfigure, restoring it afterwards;
+    /// never a real machine, whose settings are only read.
+    pub remote_is_ours: bool,
+    /// The fake hosts flows speak as.
+    pub fakes: FakeHosts,
 }
 
 impl Ctx {
@@ -137,15 +106,31 @@ impl Ctx {
         netns::run(self.topo.local_netns.as_deref(), program, args)
     }
 
-    /// A fresh fake endpoint: FAKE_NET_ADDR(6) with a random high port, so flows never collide
-    /// with each other or with REMOTE's state from earlier runs.
+    /// A fake endpoint with a random high port, so flows never collide with each other or with
+    /// REMOTE's state from earlier runs: FAKE_NET_ADDR(6), or, while the runner spreads
+    /// scenarios over FAKE_NET, a host no other flow of the run uses ([`FakeHosts`]).
     pub fn fake(&self, v6: bool) -> SocketAddr {
-        let addr: IpAddr = if v6 {
-            self.topo.fake_net_addr6.into()
-        } else {
-            self.topo.fake_net_addr.into()
-        };
-        SocketAddr::new(addr, random_port())
+        SocketAddr::new(self.fakes.next(v6), random_port())
+    }
+
+    /// A fake endpoint REMOTE keeps no path MTU for: a new host while spreading, else
+    /// FAKE_NET_ADDR(6) after REMOTE's path MTUs are forgotten.
+    pub fn fresh_fake(&self, v6: bool) -> Result<SocketAddr> {
+        if !self.fakes.spreading() {
+            self.reset_routes()?;
+        }
+        Ok(self.fake(v6))
+    }
+
+    /// Removes every rule for a single host (the scenarios'), leaving the fake nets' own.
+    pub fn clear_host_rules(&self) -> Result<()> {
+        let mut responder = self.lock_responder();
+        for (prefix, _) in responder.rules() {
+            if prefix.prefix_len() == prefix.max_prefix_len() {
+                responder.remove_rule(prefix)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn remote_addr(&self, v6: bool) -> IpAddr {
@@ -253,6 +238,9 @@ pub struct Scenario {
     pub name: &'static str,
     pub about: &'static str,
     pub run: ScenarioFn,
+    /// It changes REMOTE's state that other scenarios' flows share (routes, neighbours, global
+    /// counters, sysctls), so it runs by itself; the others may run at once.
+    pub alone: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -1,5 +1,5 @@
 //! The fake host's side of a TCP connection, written as raw frames and judged from events.
-use std::net::SocketAddr;
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use anyhow::{bail, Context as _, Result};
 use tokio::time::Instant;
@@ -13,6 +13,17 @@ use crate::{
 /// Our receive window: large enough that REMOTE fills its congestion window with full-size
 /// segments, no window scaling.
 pub const WINDOW: u16 = 65535;
+
+/// Duplicate ACKs that make a sender retransmit (RFC 5681's threshold).
+pub const DUP_ACKS: usize = 3;
+
+const ACK: TcpFlags = TcpFlags {
+    ack: true,
+    syn: false,
+    fin: false,
+    rst: false,
+    psh: false,
+};
 
 /// MSS to announce: Linux assumes 536 without the option.
 pub fn mss_for(remote: SocketAddr) -> u16 {
@@ -34,6 +45,10 @@ pub struct FakeTcp<'a> {
     pub data_start: u32,
     /// The receive window we announce.
     window: u16,
+    /// REMOTE's SYN+ACK (its MSS option tells the MSS REMOTE announced).
+    pub synack: PacketEvent,
+    /// REMOTE agreed to selective acknowledgements.
+    sack_ok: bool,
     reset_sent: bool,
 }
 
@@ -53,30 +68,28 @@ impl<'a> FakeTcp<'a> {
         remote: SocketAddr,
         window: u16,
     ) -> Result<Self> {
-        let flow = ctx.hub.flow(fake);
+        let mut flow = ctx.hub.flow(fake);
         let iss = random_u32();
-        let mut tcp = FakeTcp {
-            ctx,
-            flow,
-            fake,
-            remote,
-            snd_nxt: iss,
-            data_start: 0,
-            window,
-            reset_sent: false,
-        };
-        tcp.send(
-            TcpFlags {
+        let syn = TcpSegment {
+            src: fake.ip(),
+            dst: remote.ip(),
+            sport: fake.port(),
+            dport: remote.port(),
+            seq: iss,
+            ack: 0,
+            flags: TcpFlags {
                 syn: true,
                 ..Default::default()
             },
-            0,
-            Some(mss_for(remote)),
-        )?;
-        tcp.snd_nxt = iss.wrapping_add(1);
+            window,
+            mss: Some(mss_for(remote)),
+            sack_permitted: true,
+            sack: None,
+            payload: Vec::new(),
+        };
+        ctx.send(&tcp_frame(&ctx.l2, &syn)?)?;
         let want = iss.wrapping_add(1);
-        let answer = tcp
-            .flow
+        let answer = flow
             .wait_for("SYN+ACK from REMOTE's chargen", REPLY_TIMEOUT, |e| {
                 e.is_tcp()
                     && e.sport == remote.port()
@@ -92,17 +105,27 @@ impl<'a> FakeTcp<'a> {
                 "REMOTE refused the connection with RST: nothing listens on tcp {remote} (chargen)"
             );
         }
-        let synack = answer;
-        tcp.data_start = synack.seq.wrapping_add(1);
+        let tcp = FakeTcp {
+            ctx,
+            flow,
+            fake,
+            remote,
+            snd_nxt: want,
+            data_start: answer.seq.wrapping_add(1),
+            window,
+            sack_ok: answer.tcp_sack_permitted(),
+            synack: answer,
+            reset_sent: false,
+        };
         tcp.ack(tcp.data_start)?;
         Ok(tcp)
     }
 
-    fn send(&self, flags: TcpFlags, ack: u32, mss: Option<u16>) -> Result<()> {
-        self.ctx.send(&self.frame(flags, ack, mss)?)
+    fn send(&self, flags: TcpFlags, ack: u32, sack: Option<(u32, u32)>) -> Result<()> {
+        self.ctx.send(&self.frame(flags, ack, sack)?)
     }
 
-    fn frame(&self, flags: TcpFlags, ack: u32, mss: Option<u16>) -> Result<Vec<u8>> {
+    fn frame(&self, flags: TcpFlags, ack: u32, sack: Option<(u32, u32)>) -> Result<Vec<u8>> {
         let seg = TcpSegment {
             src: self.fake.ip(),
             dst: self.remote.ip(),
@@ -112,7 +135,9 @@ impl<'a> FakeTcp<'a> {
             ack,
             flags,
             window: self.window,
-            mss,
+            mss: None,
+            sack_permitted: false,
+            sack,
             payload: Vec::new(),
         };
         tcp_frame(&self.ctx.l2, &seg)
@@ -120,27 +145,74 @@ impl<'a> FakeTcp<'a> {
 
     /// Acknowledges REMOTE's data up to (not including) `ack`.
     pub fn ack(&self, ack: u32) -> Result<()> {
-        self.send(
-            TcpFlags {
-                ack: true,
-                ..Default::default()
-            },
-            ack,
-            None,
-        )
+        self.send(ACK, ack, None)
+    }
+
+    /// "Tell REMOTE that `lost` went missing", so that it resends it now rather than at its
+    /// retransmission timeout: acknowledge the data before it and, when REMOTE agreed to SACK,
+    /// report everything after it seen so far as received, in the same ACK (RFC 6675 then
+    /// declares it lost at once); else send that ACK three times more (fast retransmit on
+    /// duplicate ACKs, RFC 5681 3.2; a busy receiver may merge them, so SACK comes first).
+    pub async fn report_lost(&mut self, lost: &PacketEvent) -> Result<()> {
+        if self.sack_ok {
+            // RFC 6675 counts a segment lost once DupThresh segments after it arrived.
+            let end = lost.seq_end();
+            let mut after = 0;
+            let _ = self
+                .flow
+                .wait_for("data after the lost segment", REPLY_TIMEOUT, |e| {
+                    if e.is_tcp() && e.payload_len() > 0 && e.seq.wrapping_sub(end) as i32 >= 0 {
+                        after += 1;
+                    }
+                    after >= DUP_ACKS
+                })
+                .await;
+            let high = self.highest_seen();
+            if high.wrapping_sub(end) as i32 > 0 {
+                return self.send(ACK, lost.seq, Some((end, high)));
+            }
+        }
+        for _ in 0..=DUP_ACKS {
+            self.ack(lost.seq)?;
+        }
+        Ok(())
+    }
+
+    /// The end of the highest data REMOTE has sent so far.
+    fn highest_seen(&self) -> u32 {
+        let mut high = self.data_start;
+        for e in self.flow.seen.iter().filter(|e| e.is_tcp()) {
+            let end = e.seq_end();
+            if end.wrapping_sub(high) as i32 > 0 {
+                high = end;
+            }
+        }
+        high
+    }
+
+    /// Acknowledges everything REMOTE has sent so far (lost on the way or not), so that what
+    /// comes next is new data at REMOTE's current segment size. Returns the acknowledged
+    /// sequence number: the first byte of that new data.
+    pub fn ack_everything_seen(&self) -> Result<u32> {
+        let high = self.highest_seen();
+        self.ack(high)?;
+        Ok(high)
+    }
+
+    /// Acknowledges `ack`, reporting `block` as received beyond it (SACK, RFC 2018) when
+    /// REMOTE agreed to it.
+    pub fn ack_with_sack(&self, ack: u32, block: Option<(u32, u32)>) -> Result<()> {
+        self.send(ACK, ack, block.filter(|_| self.sack_ok))
     }
 
     /// Ends the connection the way the original suite does: RST.
     pub fn reset(&mut self) -> Result<()> {
         self.reset_sent = true;
-        self.send(
-            TcpFlags {
-                rst: true,
-                ..Default::default()
-            },
-            0,
-            None,
-        )
+        let rst = TcpFlags {
+            rst: true,
+            ..Default::default()
+        };
+        self.send(rst, 0, None)
     }
 
     /// The first data segment of REMOTE larger than `len` (IP length).
@@ -199,5 +271,87 @@ impl Drop for FakeTcp<'_> {
         if !self.reset_sent {
             let _ = self.reset();
         }
+    }
+}
+
+/// What a receiver holds of REMOTE's byte stream: the next byte it expects, and what arrived
+/// beyond it out of order, so that the fake host acknowledges what arrived as a real receiver
+/// would (REMOTE interleaves retransmissions with new data after a timeout).
+pub struct Received {
+    start: u32,
+    /// Offset from `start` of the next byte expected.
+    next: u64,
+    /// Out-of-order ranges [from, to) beyond `next`, by offset.
+    ahead: BTreeMap<u64, u64>,
+}
+
+impl Received {
+    /// Nothing received yet; `start` is the first byte expected.
+    pub fn new(start: u32) -> Self {
+        Self {
+            start,
+            next: 0,
+            ahead: BTreeMap::new(),
+        }
+    }
+
+    /// Takes the segment [seq, seq + len); returns the cumulative acknowledgement.
+    pub fn add(&mut self, seq: u32, len: u32) -> u32 {
+        let from = seq.wrapping_sub(self.start) as u64;
+        // Data before the start (a wrapped offset) is old: nothing to take.
+        if from < 1 << 31 && len > 0 {
+            let to = from + len as u64;
+            if to > self.next {
+                let entry = self.ahead.entry(from.max(self.next)).or_insert(to);
+                *entry = (*entry).max(to);
+            }
+            while let Some((&f, &t)) = self.ahead.first_key_value() {
+                if f > self.next {
+                    break;
+                }
+                self.next = self.next.max(t);
+                self.ahead.remove(&f);
+            }
+        }
+        self.ack()
+    }
+
+    /// The next byte expected.
+    pub fn ack(&self) -> u32 {
+        self.start.wrapping_add(self.next as u32)
+    }
+
+    /// The first range held beyond the next byte expected, for a SACK block.
+    pub fn first_block(&self) -> Option<(u32, u32)> {
+        self.ahead.first_key_value().map(|(&f, &t)| {
+            (
+                self.start.wrapping_add(f as u32),
+                self.start.wrapping_add(t as u32),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_order_data_is_held_until_the_gap_fills() {
+        let start = u32::MAX - 100;
+        let mut r = Received::new(start);
+        assert_eq!(r.add(start, 50), start.wrapping_add(50));
+        // A gap of 50, then 100 bytes beyond it.
+        assert_eq!(r.add(start.wrapping_add(100), 100), start.wrapping_add(50));
+        assert_eq!(
+            r.first_block(),
+            Some((start.wrapping_add(100), start.wrapping_add(200)))
+        );
+        // Old data and duplicates change nothing.
+        assert_eq!(r.add(start.wrapping_sub(10), 5), start.wrapping_add(50));
+        assert_eq!(r.add(start, 50), start.wrapping_add(50));
+        // The gap fills, overlapping both sides: everything is in order now.
+        assert_eq!(r.add(start.wrapping_add(40), 70), start.wrapping_add(200));
+        assert_eq!(r.first_block(), None);
     }
 }

@@ -4,6 +4,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
+use etherparse::TcpOptionElement;
 use pmtu_common::{Event, EventAction, FRAG_DF, FRAG_IS_FRAGMENT, FRAG_MORE};
 
 pub const IPPROTO_TCP: u8 = 6;
@@ -144,6 +145,37 @@ impl PacketEvent {
             }
     }
 
+    /// The packet from its IP header on, as far as the event's bytes go: what a router quotes.
+    pub fn ip_head(&self) -> Option<&[u8]> {
+        self.head.get(l2_len(&self.head)?..)
+    }
+
+    /// The options of a TCP segment, read from the frame's first bytes (empty when they do
+    /// not fit the event).
+    pub fn tcp_options(&self) -> Vec<TcpOptionElement> {
+        let Ok(p) = etherparse::LaxSlicedPacket::from_ethernet(&self.head) else {
+            return Vec::new();
+        };
+        let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else {
+            return Vec::new();
+        };
+        tcp.options_iterator().filter_map(Result::ok).collect()
+    }
+
+    /// The MSS option of a TCP segment (a SYN+ACK's).
+    pub fn tcp_mss(&self) -> Option<u16> {
+        self.tcp_options().into_iter().find_map(|o| match o {
+            TcpOptionElement::MaximumSegmentSize(mss) => Some(mss),
+            _ => None,
+        })
+    }
+
+    /// Whether a SYN+ACK agrees to selective acknowledgements (RFC 2018).
+    pub fn tcp_sack_permitted(&self) -> bool {
+        self.tcp_options()
+            .contains(&TcpOptionElement::SelectiveAcknowledgementPermitted)
+    }
+
     /// For an ICMP error, the source port of the packet it quotes (the fake endpoint's port,
     /// when the error answers one of its packets), read from the frame's first bytes.
     pub fn quoted_source_port(&self) -> Option<u16> {
@@ -156,10 +188,7 @@ impl PacketEvent {
             return None;
         }
         let h = &self.head;
-        let mut l2 = 14;
-        while matches!(h.get(l2 - 2..l2)?, [0x81, 0x00] | [0x88, 0xa8]) {
-            l2 += 4;
-        }
+        let l2 = l2_len(h)?;
         let ip_len = |at: usize| -> Option<usize> {
             match h.get(at)? >> 4 {
                 4 => Some((h.get(at)? & 0x0f) as usize * 4),
@@ -171,6 +200,15 @@ impl PacketEvent {
         let port_at = quoted + ip_len(quoted)?;
         Some(u16::from_be_bytes([*h.get(port_at)?, *h.get(port_at + 1)?]))
     }
+}
+
+/// Length of the Ethernet header, VLAN tags included.
+fn l2_len(frame: &[u8]) -> Option<usize> {
+    let mut l2 = 14;
+    while matches!(frame.get(l2 - 2..l2)?, [0x81, 0x00] | [0x88, 0xa8]) {
+        l2 += 4;
+    }
+    Some(l2)
 }
 
 fn flags_text(f: u8) -> String {
