@@ -172,9 +172,9 @@ fn run_all_adds_the_long_scenarios_and_puts_remote_back() {
     lab.remote("nft delete table inet pmtu_t");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(stdout(&lab.remote(sysctls)), stdout(&before));
-    // Names and --all do not go together.
+    // Names and --all do not go together: a usage error.
     let out = lab.pmtu(&["run", "--all", "pmtu"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(stderr(&out).contains("--all"), "{}", text(&out));
 }
 
