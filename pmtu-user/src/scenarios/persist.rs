@@ -21,9 +21,9 @@ use super::{
 use crate::{
     suite::{
         random_port, remote_state::route_to, router::expect_answered, tcp::FakeTcp,
-        udp::echo_from_fake, Blame as _, Ctx, Record, Scenario,
+        udp::echo_from_fake, Blame as _, Ctx, PacketEvent, Record, Scenario,
     },
-    xdp::{events::PacketEvent, responder::RuleSpec},
+    xdp::responder::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

@@ -33,6 +33,8 @@ use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::Value;
 
+/// REMOTE's packets as the responder reported them, which the stories look at.
+pub use crate::xdp::events::PacketEvent;
 use crate::{
     config::Topology,
     net::{netns, rawsock::RawSocket},
