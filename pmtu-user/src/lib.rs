@@ -16,6 +16,5 @@ pub mod scenarios;
 pub mod serve;
 pub mod signals;
 pub mod suite;
-pub mod vm;
 pub mod wire;
 pub mod xdp;

@@ -3,6 +3,7 @@
 //! Where the configuration comes from, in order: the original's environment variables
 //! (LOCAL_IF ... FAKE_NET_ADDR6) for a real REMOTE; else an existing lab (`--lab`, left up);
 //! else a temporary lab made for this run and removed at its end, also on Ctrl-C or error.
+//! `--kernel IMAGE` makes that lab's REMOTE a qemu guest booted from IMAGE.
 use std::{
     path::PathBuf,
     process::ExitCode,
@@ -15,13 +16,13 @@ use ipnet::IpNet;
 
 use pmtu::{
     config::Topology,
-    lab,
+    lab::{self, vm::VmOptions, UpOptions},
     net::rawsock::RawSocket,
     scenarios, signals,
     suite::{
         capture::Capture,
         hub::Hub,
-        report::{print_summary, Format},
+        report::{print_summary, print_target, Format, Target},
         run, Ctx, Profile, ProfileName, Scenario, Verdict,
     },
     wire::L2,
@@ -41,18 +42,70 @@ pub struct RunArgs {
     /// Write every frame sent and every packet reported or answered to this pcap file.
     #[arg(long)]
     pub pcap: Option<PathBuf>,
+    #[command(flatten)]
+    pub vm: VmArgs,
+}
+
+/// REMOTE as a qemu guest.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct VmArgs {
+    /// REMOTE is a qemu guest booted from IMAGE: a bzImage, an ELF vmlinux, a Debian
+    /// linux-image .deb, or `debian` (Debian's current kernel, fetched once)
+    #[arg(long, value_name = "IMAGE")]
+    pub kernel: Option<String>,
+    /// The guest kernel's modules: a `make modules_install INSTALL_MOD_PATH=DIR` tree or
+    /// lib/modules/RELEASE (default: beside IMAGE, or in the package)
+    #[arg(long, value_name = "DIR", requires = "kernel")]
+    pub modules: Option<PathBuf>,
+}
+
+impl VmArgs {
+    pub fn options(&self) -> Option<VmOptions> {
+        self.kernel.as_ref().map(|image| VmOptions {
+            image: image.clone(),
+            modules: self.modules.clone(),
+        })
+    }
 }
 
 /// What keeps the run's set-up alive: a temporary lab, or the responder we attached ourselves.
 struct Setup {
     topo: Topology,
     responder: Responder,
+    /// What the run is against (the kernel is filled in once the context exists).
+    target: Target,
     /// A lab made for this run; dropping it removes the lab.
     _temp: Option<lab::TempLab>,
 }
 
-fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup> {
+/// What a lab is, for people.
+fn describe(lab: &lab::Lab) -> Target {
+    match &lab.vm {
+        Some(vm) => Target {
+            lab: Some("vm".into()),
+            remote_kernel: Some(vm.release.clone()),
+            description: format!(
+                "a qemu guest ({}) booted from {}, lab `{}`",
+                vm.accel, vm.image, lab.name
+            ),
+        },
+        None => Target {
+            lab: Some("netns".into()),
+            remote_kernel: nix::sys::utsname::uname()
+                .ok()
+                .map(|u| u.release().to_string_lossy().into_owned()),
+            description: format!("this machine's kernel in namespace {}", lab.remote_ns()),
+        },
+    }
+}
+
+fn setup(lab_name: &str, mode: AttachMode, args: &RunArgs) -> Result<Setup> {
+    let profile = args.profile;
+    let vm = args.vm.options();
     if let Some(topo) = Topology::from_env_if_set()? {
+        if vm.is_some() {
+            bail!("--kernel makes a lab, but LOCAL_IF ... FAKE_NET_ADDR6 in the environment describe a real REMOTE: unset them, or drop --kernel");
+        }
         if topo.remote_netns.is_none() && topo.remote_ssh.is_none() {
             bail!("REMOTE_SSH is not set: a real REMOTE needs it to reset its routes (or give REMOTE_NETNS for a REMOTE in a local namespace)");
         }
@@ -63,11 +116,17 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
             .as_deref()
             .and_then(|ns| ns.strip_suffix("-local"))
             .filter(|name| lab::exists(name));
+        let target = Target {
+            lab: Some("remote".into()),
+            remote_kernel: None,
+            description: format!("REMOTE_ADDR {}", topo.remote_addr),
+        };
         if let Some(name) = lab_of_ns {
             let responder = lab::open(name)?.responder()?;
             return Ok(Setup {
                 topo,
                 responder,
+                target,
                 _temp: None,
             });
         }
@@ -79,6 +138,7 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
         return Ok(Setup {
             topo,
             responder,
+            target,
             _temp: None,
         });
     }
@@ -89,23 +149,53 @@ fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup
         match stale_reason(lab_name) {
             None => {
                 let lab = lab::open(lab_name)?;
+                if let Some(vm) = &vm {
+                    if !lab.vm.as_ref().is_some_and(|r| vm.matches(r)) {
+                        bail!(
+                            "lab `{lab_name}` is up with REMOTE = {}, not a guest of {}: `pmtu lab \
+                             down --lab {lab_name}` first, or give another --lab",
+                            describe(&lab).description,
+                            vm.image
+                        );
+                    }
+                }
                 return Ok(Setup {
                     responder: lab.responder()?,
+                    target: describe(&lab),
                     topo: lab.topology,
                     _temp: None,
                 });
             }
             Some(why) => eprintln!("pmtu: replacing lab `{lab_name}`: {why}"),
         }
+    } else if let Some(vm) = &vm {
+        eprintln!(
+            "pmtu: no lab `{lab_name}`; booting a temporary one with REMOTE = a qemu guest of {} \
+             (`pmtu lab up --kernel {}` keeps one up)",
+            vm.image, vm.image
+        );
     } else {
         eprintln!("pmtu: no lab `{lab_name}`; making a temporary one (`pmtu lab up` keeps one up)");
     }
-    let temp = lab::TempLab::up(lab_name, mode)?;
+    let options = UpOptions {
+        vm,
+        ..UpOptions::from_env()?
+    };
+    let temp = lab::TempLab::up_with(lab_name, mode, &options)?;
     let marker = lab::state_dir(lab_name).join(TEMP_MARKER);
     std::fs::write(&marker, std::process::id().to_string())
         .with_context(|| format!("writing {}", marker.display()))?;
+    if let Some(t) = temp.vm_times {
+        log::info!(
+            "guest ready: prepare {:.2} s, boot to READY {:.2} s, ssh login {:.2} s",
+            t.prepare.as_secs_f64(),
+            t.boot_to_ready.as_secs_f64(),
+            t.ssh_login.as_secs_f64()
+        );
+    }
     Ok(Setup {
         responder: temp.responder()?,
+        target: describe(&temp),
         topo: temp.topology.clone(),
         _temp: Some(temp),
     })
@@ -160,7 +250,15 @@ pub async fn cli(
             .with_context(|| format!("cannot write the pcap file {}", path.display()))?;
     }
     let started = Instant::now();
-    let mut setup = setup(lab_name, mode, args.profile)?;
+    let mut setup = match setup(lab_name, mode, &args) {
+        Ok(setup) => setup,
+        Err(e) if signals::requested() => {
+            log::info!("{e:#}");
+            eprintln!("pmtu: interrupted; cleaned up");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => return Err(e),
+    };
     let capture = args.pcap.as_ref().map(|_| Arc::new(Capture::new()));
     if let Some(c) = &capture {
         c.set_routers(setup.topo.local_addr, setup.topo.local_addr6);
@@ -181,9 +279,22 @@ pub async fn cli(
         capture: capture.clone(),
         profile: Profile::get(args.profile),
     };
+    let mut target = std::mem::take(&mut setup.target);
+    if target.remote_kernel.is_none() {
+        match ctx.remote("uname", &["-r"]) {
+            Ok(release) => target.remote_kernel = Some(release.trim().to_string()),
+            Err(e) => log::warn!("reading REMOTE's kernel release: {e:#}"),
+        }
+    }
+    print_target(args.format, &target);
 
     let (outcomes, interrupted) = run::run_all(&ctx, &selected, args.format, signals::stop()).await;
-    print_summary(args.format, &outcomes, started.elapsed().as_millis() as u64);
+    print_summary(
+        args.format,
+        &outcomes,
+        started.elapsed().as_millis() as u64,
+        &target,
+    );
     if let (Some(path), Some(c)) = (&args.pcap, &capture) {
         let n = c.write(path)?;
         eprintln!("pmtu: wrote {n} packets to {}", path.display());

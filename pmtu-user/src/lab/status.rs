@@ -21,6 +21,7 @@ use super::{
     exists,
     plan::{self, local_ns, pin_dir, remote_ns, state_dir, validate_name, CHARGEN_PORT, ECHO_PORT},
     service::{is_ours, read_record, ServiceKind},
+    vm,
 };
 use crate::{
     config::{format_mac, Mac, Topology},
@@ -38,10 +39,21 @@ pub struct LabStatus {
     pub topology: Topology,
     pub namespaces: Vec<NamespaceStatus>,
     pub service: Option<ServiceStatus>,
+    /// REMOTE as a qemu guest (a VM lab).
+    pub vm: Option<VmStatus>,
     pub rules: Vec<RuleStatus>,
     pub counters: Vec<CounterStatus>,
     /// What could not be read.
     pub problems: Vec<String>,
+}
+
+/// A VM lab's guest.
+#[derive(Debug, Serialize)]
+pub struct VmStatus {
+    #[serde(flatten)]
+    pub record: vm::VmRecord,
+    /// qemu still runs.
+    pub alive: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,7 +132,15 @@ pub fn status_report(name: &str) -> Result<LabStatus> {
     if !exists(name) {
         bail!("no lab `{name}`: run `pmtu lab up --lab {name}`");
     }
-    let topology = plan::topology(name);
+    let record = vm::VmRecord::read(&state_dir(name)).ok().flatten();
+    let topology = match &record {
+        Some(r) => plan::vm_topology(name, &r.remote_ssh),
+        None => plan::topology(name),
+    };
+    let vm = record.map(|record| VmStatus {
+        alive: vm::qemu::is_running(&vm::Files::new(&state_dir(name)).pidfile),
+        record,
+    });
     let mut problems = Vec::new();
     let names: Vec<(u32, String)> = aya::programs::loaded_programs()
         .filter_map(|p| p.ok())
@@ -131,7 +151,11 @@ pub fn status_report(name: &str) -> Result<LabStatus> {
         topology.fake_net_addr6.into(),
     ];
     let mut namespaces = Vec::new();
-    for (role, ns) in [("LOCAL", local_ns(name)), ("REMOTE", remote_ns(name))] {
+    let mut roles = vec![("LOCAL", local_ns(name))];
+    if vm.is_none() {
+        roles.push(("REMOTE", remote_ns(name)));
+    }
+    for (role, ns) in roles {
         let mut status = NamespaceStatus {
             role,
             exists: netns::exists(&ns),
@@ -188,7 +212,9 @@ pub fn status_report(name: &str) -> Result<LabStatus> {
     };
 
     let pins = pin_dir(name);
-    let complete = namespaces.iter().all(|n| n.exists) && pins.join(MAP_RULES_V4).exists();
+    let complete = namespaces.iter().all(|n| n.exists)
+        && pins.join(MAP_RULES_V4).exists()
+        && vm.as_ref().is_none_or(|v| v.alive);
     let (mut rules, mut counters) = (Vec::new(), Vec::new());
     if pins.join(MAP_RULES_V4).exists() {
         match Responder::open_pinned(&pins) {
@@ -233,6 +259,7 @@ pub fn status_report(name: &str) -> Result<LabStatus> {
         topology,
         namespaces,
         service,
+        vm,
         rules,
         counters,
         problems,
@@ -508,9 +535,33 @@ pub fn status(name: &str) -> Result<String> {
                 }
             );
         }
+        None if s.vm.is_some() => {}
         None => {
             let _ = writeln!(out, "services: none recorded");
         }
+    }
+    if let Some(v) = &s.vm {
+        let r = &v.record;
+        let _ = writeln!(
+            out,
+            "REMOTE a qemu guest ({}, pid {} {}): kernel {} from {}",
+            r.accel,
+            r.qemu_pid,
+            if v.alive { "running" } else { "NOT RUNNING" },
+            r.release,
+            r.image
+        );
+        let _ = writeln!(out, "  booted {}", r.boot_image.display());
+        if let Some(m) = &r.modules {
+            let _ = writeln!(out, "  modules {}", m.display());
+        }
+        let _ = writeln!(out, "  console {}", r.console.display());
+        let _ = writeln!(
+            out,
+            "  log in: ip netns exec {} ssh {}",
+            local_ns(&s.name),
+            r.remote_ssh
+        );
     }
     if !s.rules.is_empty() {
         let _ = writeln!(out, "XDP rules:");

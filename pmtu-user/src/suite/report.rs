@@ -17,13 +17,47 @@ pub enum Format {
 }
 
 #[derive(Serialize)]
-struct Summary {
+struct Summary<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     passed: usize,
     failed: usize,
     skipped: usize,
     duration_ms: u64,
+    #[serde(flatten)]
+    target: &'a Target,
+}
+
+/// What the run was against: the kind of lab and the kernel under test.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// `netns` (the built-in lab: this machine's kernel), `vm` (a qemu guest) or `remote`
+    /// (a real REMOTE from the environment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lab: Option<String>,
+    /// REMOTE's `uname -r`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_kernel: Option<String>,
+    /// For people: where REMOTE is (not in the JSON).
+    #[serde(skip)]
+    pub description: String,
+}
+
+/// `REMOTE: kernel 6.1.0-56-amd64 (...)` before the scenarios, for people (JSON carries the
+/// same in the summary).
+pub fn write_target(out: &mut impl Write, format: Format, target: &Target) -> io::Result<()> {
+    match (format, &target.remote_kernel) {
+        (Format::Human, Some(kernel)) => {
+            writeln!(out, "REMOTE: kernel {kernel} ({})", target.description)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Prints the target line on stdout, like `print_outcome`.
+pub fn print_target(format: Format, target: &Target) {
+    let mut out = io::stdout().lock();
+    let _ = write_target(&mut out, format, target).and_then(|()| out.flush());
 }
 
 fn value_text(v: &Value) -> String {
@@ -87,6 +121,17 @@ pub fn write_summary(
     outcomes: &[Outcome],
     duration_ms: u64,
 ) -> io::Result<()> {
+    write_summary_for(out, format, outcomes, duration_ms, &Target::default())
+}
+
+/// [`write_summary`] with what the run was against (in the JSON object only).
+pub fn write_summary_for(
+    out: &mut impl Write,
+    format: Format,
+    outcomes: &[Outcome],
+    duration_ms: u64,
+    target: &Target,
+) -> io::Result<()> {
     let count = |v: Verdict| outcomes.iter().filter(|o| o.verdict == v).count();
     let summary = Summary {
         kind: "summary",
@@ -94,6 +139,7 @@ pub fn write_summary(
         failed: count(Verdict::Fail),
         skipped: count(Verdict::Skip),
         duration_ms,
+        target,
     };
     match format {
         Format::Json => writeln!(
@@ -119,9 +165,10 @@ pub fn print_outcome(format: Format, o: &Outcome) {
 }
 
 /// Prints the summary line on stdout, like `print_outcome`.
-pub fn print_summary(format: Format, outcomes: &[Outcome], duration_ms: u64) {
+pub fn print_summary(format: Format, outcomes: &[Outcome], duration_ms: u64, target: &Target) {
     let mut out = io::stdout().lock();
-    let _ = write_summary(&mut out, format, outcomes, duration_ms).and_then(|()| out.flush());
+    let _ = write_summary_for(&mut out, format, outcomes, duration_ms, target)
+        .and_then(|()| out.flush());
 }
 
 #[cfg(test)]
@@ -246,6 +293,30 @@ mod tests {
         assert_eq!(
             v,
             json!({"type": "summary", "passed": 0, "failed": 1, "skipped": 1, "duration_ms": 1234})
+        );
+    }
+
+    #[test]
+    fn the_target_names_the_kernel_under_test() {
+        let target = Target {
+            lab: Some("vm".into()),
+            remote_kernel: Some("6.1.0-56-amd64".into()),
+            description: "a qemu guest booted from debian, lab `pmtu`".into(),
+        };
+        let line = text(|out| write_summary_for(out, Format::Json, &[], 10, &target));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["remote_kernel"], "6.1.0-56-amd64");
+        assert_eq!(v["lab"], "vm");
+        assert!(v.get("description").is_none(), "{line}");
+        assert_eq!(
+            text(|out| write_target(out, Format::Human, &target)),
+            "REMOTE: kernel 6.1.0-56-amd64 (a qemu guest booted from debian, lab `pmtu`)\n"
+        );
+        assert_eq!(text(|out| write_target(out, Format::Json, &target)), "");
+        // Human summaries stay as they were.
+        assert_eq!(
+            text(|out| write_summary_for(out, Format::Human, &[], 10, &target)),
+            "0 passed, 0 failed\n"
         );
     }
 }

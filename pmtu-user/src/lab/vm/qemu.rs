@@ -53,7 +53,11 @@ pub enum AccelChoice {
 
 impl AccelChoice {
     pub fn from_env() -> Result<Self> {
-        match std::env::var("PMTU_VM_ACCEL").ok().as_deref().map(str::trim) {
+        match std::env::var("PMTU_VM_ACCEL")
+            .ok()
+            .as_deref()
+            .map(str::trim)
+        {
             None | Some("") | Some("auto") => Ok(Self::Auto),
             Some("tcg") => Ok(Self::Tcg),
             Some("kvm") => Ok(Self::Kvm),
@@ -153,11 +157,9 @@ pub fn argv(spec: &QemuSpec) -> Vec<String> {
         Accel::Tcg => "max",
         Accel::Kvm => "host",
     };
-    let mut out: Vec<String> = [
-        "-accel", accel, "-machine", "q35", "-cpu", cpu, "-smp", "1",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut out: Vec<String> = ["-accel", accel, "-machine", "q35", "-cpu", cpu, "-smp", "1"]
+        .map(String::from)
+        .to_vec();
     out.extend([
         "-m".to_string(),
         spec.memory_mb.to_string(),
@@ -206,7 +208,7 @@ impl Qemu {
             fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let _ = fs::remove_file(&spec.pidfile);
         let _ = fs::remove_file(&spec.console);
-        let mut cmd = crate::netns::command(netns, QEMU)?;
+        let mut cmd = crate::net::netns::command(netns, QEMU)?;
         cmd.args(argv(spec))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -272,9 +274,28 @@ pub fn on_path(program: &str) -> bool {
     if program.contains('/') {
         return Path::new(program).is_file();
     }
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Whether the qemu a pidfile names still runs (and is a qemu started with that pidfile).
+pub fn is_running(pidfile: &Path) -> bool {
+    let Some(pid) = fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+    else {
+        return false;
+    };
+    let stat_ok = fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    });
+    stat_ok
+        && fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            c.contains(QEMU) && c.contains(&pidfile.display().to_string())
+        })
 }
 
 /// Kills the qemu a pidfile names, if that process is still a qemu started with this very
@@ -298,7 +319,10 @@ pub fn kill_recorded(pidfile: &Path, marks: &[&str]) -> Result<Option<i32>> {
     };
     let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
     if !marks.iter().all(|m| cmdline.contains(m)) {
-        log::debug!("pid {pid} from {} is not ours now: {cmdline}", pidfile.display());
+        log::debug!(
+            "pid {pid} from {} is not ours now: {cmdline}",
+            pidfile.display()
+        );
         return Ok(None);
     }
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -308,13 +332,21 @@ pub fn kill_recorded(pidfile: &Path, marks: &[&str]) -> Result<Option<i32>> {
     while Instant::now() < deadline {
         match fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => return Ok(Some(pid)),
-            Ok(stat) if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) => {
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z')) =>
+            {
                 return Ok(Some(pid))
             }
             Ok(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
-    bail!("pid {pid} ({}) does not exit after SIGKILL", pidfile.display())
+    bail!(
+        "pid {pid} ({}) does not exit after SIGKILL",
+        pidfile.display()
+    )
 }
 
 #[cfg(test)]

@@ -240,7 +240,8 @@ impl BzHeader {
             return None;
         }
         let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]);
-        let u32_at = |o: usize| u32::from_le_bytes([data[o], data[o + 1], data[o + 2], data[o + 3]]);
+        let u32_at =
+            |o: usize| u32::from_le_bytes([data[o], data[o + 1], data[o + 2], data[o + 3]]);
         let protocol = u16_at(0x206);
         let release = match u16_at(0x20e) as usize {
             0 => None,
@@ -415,7 +416,7 @@ fn modules_for(image: &Path, release: &str, given: Option<&Path>) -> Result<Opti
         dir.join("lib/modules").join(release),
     ] {
         if candidate.join("modules.dep").exists() {
-            return Ok(Some(candidate));
+            return Ok(Some(fs::canonicalize(&candidate).unwrap_or(candidate)));
         }
     }
     log::info!(
@@ -604,10 +605,13 @@ fn install_tree(tmp: &Path, dir: &Path) -> Result<()> {
 // Helpers.
 
 fn command_ok(cmd: &mut Command, what: &str, hint: &str) -> Result<()> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => anyhow!("`{what}`: not installed ({hint})"),
-        _ => anyhow!("`{what}`: {e}"),
-    })?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => anyhow!("`{what}`: not installed ({hint})"),
+            _ => anyhow!("`{what}`: {e}"),
+        })?;
     if !out.status.success() {
         bail!(
             "`{what}` failed ({}): {}",
@@ -679,10 +683,7 @@ mod tests {
     fn formats_by_magic() {
         assert_eq!(detect(&fake_bzimage("6.1.0", b"x")), Some(Format::BzImage));
         assert_eq!(detect(b"\x7fELF\x02\x01\x01"), Some(Format::Elf));
-        assert_eq!(
-            detect(b"!<arch>\ndebian-binary   "),
-            Some(Format::Deb)
-        );
+        assert_eq!(detect(b"!<arch>\ndebian-binary   "), Some(Format::Deb));
         assert_eq!(detect(b"hello world"), None);
         assert_eq!(detect(&[0u8; 4096]), None);
     }
@@ -755,7 +756,9 @@ mod tests {
         fs::create_dir_all(&empty).unwrap();
         let err = modules_in(&empty, "6.1.0").unwrap_err().to_string();
         assert!(err.contains("make modules_install"), "{err}");
-        let err = modules_in(&root.join("nope"), "6.1.0").unwrap_err().to_string();
+        let err = modules_in(&root.join("nope"), "6.1.0")
+            .unwrap_err()
+            .to_string();
         assert!(err.ends_with("no such directory"), "{err}");
         fs::remove_dir_all(root).unwrap();
     }

@@ -17,8 +17,8 @@ pub fn is_elf(data: &[u8]) -> bool {
 }
 
 fn parse(data: &[u8]) -> Result<ElfFile64<'_, Endianness>> {
-    let file = ElfFile64::<Endianness>::parse(data)
-        .map_err(|e| anyhow!("not a 64-bit ELF file: {e}"))?;
+    let file =
+        ElfFile64::<Endianness>::parse(data).map_err(|e| anyhow!("not a 64-bit ELF file: {e}"))?;
     if file.elf_header().e_machine.get(file.endian()) != elf::EM_X86_64 {
         bail!("not an x86-64 ELF file");
     }
@@ -108,10 +108,15 @@ mod tests {
         assert!(is_elf(&data));
         let n = needs(&data).unwrap();
         assert!(
-            n.interpreter.as_deref().is_some_and(|i| i.contains("ld-linux")),
+            n.interpreter
+                .as_deref()
+                .is_some_and(|i| i.contains("ld-linux")),
             "{n:?}"
         );
-        assert!(n.libraries.iter().any(|l| l.starts_with("libc.so")), "{n:?}");
+        assert!(
+            n.libraries.iter().any(|l| l.starts_with("libc.so")),
+            "{n:?}"
+        );
         assert!(!has_pvh_note(&data).unwrap());
     }
 

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use image::Kernel;
 pub use qemu::{Accel, AccelChoice, GuestNet};
-pub use ssh::Ssh;
+pub use ssh::GuestSsh;
 
 /// How long a TCG boot may take until READY (measured here: 4-6 s; the margin is for a
 /// loaded machine).
@@ -40,13 +40,42 @@ pub const SSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// The guest's memory.
 pub const MEMORY_MB: u32 = 160;
 
-/// Everything a boot needs.
-#[derive(Clone, Debug)]
-pub struct GuestSpec {
-    /// IMAGE as the user gave it (a path or `debian`).
+/// What the user asked for: `--kernel IMAGE [--modules DIR]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmOptions {
+    /// IMAGE as given (a path or `debian`).
     pub image: String,
     /// `--modules DIR`.
     pub modules: Option<PathBuf>,
+}
+
+impl VmOptions {
+    /// Whether a lab booted with `record` is what these options ask for.
+    pub fn matches(&self, record: &VmRecord) -> bool {
+        record.image == self.image && record.modules_given == self.modules
+    }
+}
+
+/// Checks what can be checked before anything is made (qemu installed, the image and modules
+/// usable) and resolves the kernel; fetches and unpacks on first use, with progress lines.
+pub fn resolve_kernel(options: &VmOptions, progress: &mut dyn FnMut(&str)) -> Result<Kernel> {
+    if !qemu::on_path(qemu::QEMU) {
+        return Err(qemu::not_installed());
+    }
+    image::resolve(
+        &options.image,
+        options.modules.as_deref(),
+        &image::cache_root(),
+        progress,
+    )
+}
+
+/// Everything a boot needs.
+#[derive(Clone, Debug)]
+pub struct GuestSpec {
+    pub options: VmOptions,
+    /// From [`resolve_kernel`].
+    pub kernel: Kernel,
     /// LOCAL's namespace, which holds the tap; `None`: this process's.
     pub netns: Option<String>,
     /// The tap (made by [`add_tap`]).
@@ -71,7 +100,6 @@ pub struct Files {
     pub ssh_dir: PathBuf,
     pub master_log: PathBuf,
     pub master_pid: PathBuf,
-    pub ssh_config: PathBuf,
 }
 
 impl Files {
@@ -85,7 +113,6 @@ impl Files {
             record: state_dir.join("vm.json"),
             master_log: ssh_dir.join("master.log"),
             master_pid: ssh_dir.join("master.pid"),
-            ssh_config: ssh_dir.join("config"),
             ssh_dir,
         }
     }
@@ -94,7 +121,10 @@ impl Files {
 /// What was booted, kept in `vm.json` for `pmtu lab status` and later runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmRecord {
+    /// IMAGE and `--modules` as given.
     pub image: String,
+    pub modules_given: Option<PathBuf>,
+    /// What qemu booted, and the modules directory used.
     pub boot_image: PathBuf,
     pub modules: Option<PathBuf>,
     /// REMOTE's `uname -r`, as its init printed it.
@@ -103,7 +133,8 @@ pub struct VmRecord {
     pub qemu_pid: i32,
     pub tap: String,
     pub console: PathBuf,
-    pub ssh_config: PathBuf,
+    /// REMOTE_SSH for the guest (`pmtu-remote -F <state>/ssh/config`).
+    pub remote_ssh: String,
 }
 
 impl VmRecord {
@@ -136,7 +167,7 @@ pub struct Guest {
     // Field order is drop order: the master before qemu.
     master: Option<ssh::Master>,
     qemu: qemu::Qemu,
-    pub ssh: Ssh,
+    pub ssh: GuestSsh,
     pub kernel: Kernel,
     pub record: VmRecord,
     pub times: BootTimes,
@@ -145,15 +176,12 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// Boots the guest: resolves the image, builds the initramfs, starts qemu on the tap,
-    /// waits for READY on the console and for the ssh master. A stale guest in the same state
-    /// dir is killed first. `progress` gets one line per slow first-time step.
-    pub fn boot(spec: &GuestSpec, progress: &mut dyn FnMut(&str)) -> Result<Guest> {
+    /// Boots the guest: builds the initramfs, starts qemu on the tap, waits for READY on the
+    /// console and for the ssh master. A stale guest in the same state dir is killed first.
+    /// A SIGINT or SIGTERM ends the wait (the guest is killed).
+    pub fn boot(spec: &GuestSpec) -> Result<Guest> {
         let started = Instant::now();
-        if !qemu::on_path(qemu::QEMU) {
-            return Err(qemu::not_installed());
-        }
-        let kernel = image::resolve(&spec.image, spec.modules.as_deref(), &spec.cache, progress)?;
+        let kernel = spec.kernel.clone();
         let files = Files::new(&spec.state_dir);
         stop_stale(&spec.state_dir)?;
         let keys = ssh::GuestKeys::generate(&files.ssh_dir)?;
@@ -208,7 +236,11 @@ impl Guest {
                 }
                 Err(e) if !last => {
                     q.kill();
-                    log::warn!("no boot under {}: {e:#}; trying {}", accel.name(), candidates[i + 1].name());
+                    log::warn!(
+                        "no boot under {}: {e:#}; trying {}",
+                        accel.name(),
+                        candidates[i + 1].name()
+                    );
                 }
                 Err(e) => return Err(e),
             }
@@ -216,11 +248,11 @@ impl Guest {
         let (qemu, release, accel) =
             booted.ok_or_else(|| anyhow!("no accelerator to boot with"))?;
 
-        let ssh = Ssh::guest(&keys, spec.net.remote_addr.into(), spec.netns.as_deref());
-        fs::write(&files.ssh_config, ssh.config_text())
-            .with_context(|| format!("writing {}", files.ssh_config.display()))?;
+        let ssh = GuestSsh::new(&keys, spec.net.remote_addr.into(), spec.netns.as_deref());
+        ssh.write_config()?;
         let record = VmRecord {
-            image: spec.image.clone(),
+            image: spec.options.image.clone(),
+            modules_given: spec.options.modules.clone(),
             boot_image: kernel.boot_image.clone(),
             modules: kernel.modules.clone(),
             release,
@@ -228,7 +260,7 @@ impl Guest {
             qemu_pid: qemu.pid,
             tap: spec.tap.clone(),
             console: files.console.clone(),
-            ssh_config: files.ssh_config.clone(),
+            remote_ssh: ssh.remote_ssh(),
         };
         fs::write(&files.record, serde_json::to_string_pretty(&record)?)
             .with_context(|| format!("writing {}", files.record.display()))?;
@@ -292,7 +324,7 @@ pub fn stop_stale(state_dir: &Path) -> Result<()> {
     let files = Files::new(state_dir);
     if let Some(pid) = qemu::kill_recorded(
         &files.master_pid,
-        &["ssh", &files.ssh_dir.join("control").display().to_string()],
+        &["ssh", &files.ssh_dir.join("config").display().to_string()],
     )? {
         log::info!("ended a stale ssh master (pid {pid})");
     }
@@ -305,12 +337,20 @@ pub fn stop_stale(state_dir: &Path) -> Result<()> {
 /// Makes the tap `name` inside namespace `ns` with LOCAL's MAC, up. (qemu attaches to it by
 /// name; it goes with the namespace.)
 pub fn add_tap(ns: Option<&str>, name: &str, mac: &[u8; 6]) -> Result<()> {
-    crate::netns::run(ns, "ip", &["tuntap", "add", "dev", name, "mode", "tap"])
+    crate::net::netns::run(ns, "ip", &["tuntap", "add", "dev", name, "mode", "tap"])
         .with_context(|| format!("creating tap {name}"))?;
-    crate::netns::run(
+    crate::net::netns::run(
         ns,
         "ip",
-        &["link", "set", "dev", name, "address", &qemu::format_mac(mac), "up"],
+        &[
+            "link",
+            "set",
+            "dev",
+            name,
+            "address",
+            &qemu::format_mac(mac),
+            "up",
+        ],
     )
     .with_context(|| format!("setting tap {name} up"))?;
     Ok(())
@@ -318,7 +358,12 @@ pub fn add_tap(ns: Option<&str>, name: &str, mac: &[u8; 6]) -> Result<()> {
 
 /// Waits for `pmtu-init: READY <release>` on the console; fails early on a FAILED line, a
 /// kernel panic, or qemu's exit, with the console's last lines.
-fn wait_ready(q: &mut qemu::Qemu, files: &Files, kernel: &Kernel, timeout: Duration) -> Result<String> {
+fn wait_ready(
+    q: &mut qemu::Qemu,
+    files: &Files,
+    kernel: &Kernel,
+    timeout: Duration,
+) -> Result<String> {
     let deadline = Instant::now() + timeout;
     loop {
         let console = fs::read(&files.console).unwrap_or_default();
@@ -333,8 +378,8 @@ fn wait_ready(q: &mut qemu::Qemu, files: &Files, kernel: &Kernel, timeout: Durat
         }
         if let Some(status) = q.exited() {
             // The console may have got its last words after the read above.
-            let text = String::from_utf8_lossy(&fs::read(&files.console).unwrap_or_default())
-                .into_owned();
+            let text =
+                String::from_utf8_lossy(&fs::read(&files.console).unwrap_or_default()).into_owned();
             let why = match boot_state(&text) {
                 BootState::Failed(why) => why,
                 BootState::Ready(_) | BootState::Booting => {
@@ -342,6 +387,10 @@ fn wait_ready(q: &mut qemu::Qemu, files: &Files, kernel: &Kernel, timeout: Durat
                 }
             };
             return Err(boot_error(&why, kernel, files));
+        }
+        if crate::signals::requested() {
+            q.kill();
+            bail!("interrupted while REMOTE's kernel was booting");
         }
         if Instant::now() >= deadline {
             q.kill();
@@ -402,7 +451,11 @@ fn boot_error(why: &str, kernel: &Kernel, files: &Files) -> anyhow::Error {
 
 /// A boot error's first line: what a user reads first.
 pub fn summary(e: &anyhow::Error) -> String {
-    format!("{e:#}").lines().next().unwrap_or_default().to_string()
+    format!("{e:#}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Fails unless `pmtu` runs as root: the tap, the namespace and qemu's tap need it.
