@@ -622,10 +622,12 @@ fn command_ok(cmd: &mut Command, what: &str, hint: &str) -> Result<()> {
     Ok(())
 }
 
-/// `path` with `.tmp-<pid>` appended: a name no other run uses.
+/// `path` with `.tmp-<pid>-<n>` appended: a name no other run or thread uses.
 pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
     path.with_file_name(name)
 }
 
