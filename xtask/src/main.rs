@@ -32,7 +32,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what the build and the suite need: rust-src, bpf-linker, Debian packages.
+    /// Install what the build and the suite need: rust-src, bpf-linker, Debian packages, and
+    /// Debian's kernel for `--kernel debian` (downloaded and unpacked, never installed).
     Setup,
     /// Setup, then build target/release/pmtu (the XDP program is built first and embedded).
     Build,
@@ -47,7 +48,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Benchmarks: `xdp` (cost per packet of each XDP path) or `suite` (wall time of a run).
+    /// Benchmarks: `xdp` (cost per packet of each XDP path), `suite` (wall time of a run) or
+    /// `vm` (a run against a qemu guest of Debian's kernel, boot included).
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
@@ -72,6 +74,12 @@ enum BenchWhat {
     /// As root: the whole suite N times on one lab (pmtu-bench); median times.
     Suite {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
+    },
+    /// As root: `pmtu run --kernel debian` N times, each booting its own guest:
+    /// boot_to_ready_s, suite_s, total_s and their medians.
+    Vm {
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
         runs: u32,
     },
 }
@@ -123,6 +131,13 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             ensure_root("bench suite")?;
             build(Packages::Required)?;
             bench::suite(&exec::pmtu_binary(), runs)
+        }
+        Cmd::Bench {
+            what: BenchWhat::Vm { runs },
+        } => {
+            ensure_root("bench vm")?;
+            build(Packages::Required)?;
+            bench::vm(&exec::pmtu_binary(), runs)
         }
         Cmd::Soak { runs } => {
             ensure_root("soak")?;

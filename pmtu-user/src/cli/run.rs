@@ -84,10 +84,13 @@ fn describe(lab: &lab::Lab) -> Target {
         Some(vm) => Target {
             lab: Some("vm".into()),
             remote_kernel: Some(vm.release.clone()),
+            boot_to_ready_ms: lab.vm_times.map(|t| t.boot_to_ready.as_millis() as u64),
+            ssh_login_ms: lab.vm_times.map(|t| t.ssh_login.as_millis() as u64),
             description: format!(
                 "a qemu guest ({}) booted from {}, lab `{}`",
                 vm.accel, vm.image, lab.name
             ),
+            ..Target::default()
         },
         None => Target {
             lab: Some("netns".into()),
@@ -95,6 +98,7 @@ fn describe(lab: &lab::Lab) -> Target {
                 .ok()
                 .map(|u| u.release().to_string_lossy().into_owned()),
             description: format!("this machine's kernel in namespace {}", lab.remote_ns()),
+            ..Target::default()
         },
     }
 }
@@ -118,8 +122,8 @@ fn setup(lab_name: &str, mode: AttachMode, args: &RunArgs) -> Result<Setup> {
             .filter(|name| lab::exists(name));
         let target = Target {
             lab: Some("remote".into()),
-            remote_kernel: None,
             description: format!("REMOTE_ADDR {}", topo.remote_addr),
+            ..Target::default()
         };
         if let Some(name) = lab_of_ns {
             let responder = lab::open(name)?.responder()?;
@@ -181,7 +185,9 @@ fn setup(lab_name: &str, mode: AttachMode, args: &RunArgs) -> Result<Setup> {
         vm,
         ..UpOptions::from_env()?
     };
+    let making = Instant::now();
     let temp = lab::TempLab::up_with(lab_name, mode, &options)?;
+    let setup_ms = making.elapsed().as_millis() as u64;
     let marker = lab::state_dir(lab_name).join(TEMP_MARKER);
     std::fs::write(&marker, std::process::id().to_string())
         .with_context(|| format!("writing {}", marker.display()))?;
@@ -195,7 +201,10 @@ fn setup(lab_name: &str, mode: AttachMode, args: &RunArgs) -> Result<Setup> {
     }
     Ok(Setup {
         responder: temp.responder()?,
-        target: describe(&temp),
+        target: Target {
+            setup_ms: Some(setup_ms),
+            ..describe(&temp)
+        },
         topo: temp.topology.clone(),
         _temp: Some(temp),
     })

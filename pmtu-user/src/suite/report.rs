@@ -38,6 +38,15 @@ pub struct Target {
     /// REMOTE's `uname -r`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_kernel: Option<String>,
+    /// Time spent making a lab for this run before the first scenario (none for a lab that
+    /// was up already).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup_ms: Option<u64>,
+    /// A guest booted for this run: qemu's start to READY on its console, then the ssh login.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_to_ready_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_login_ms: Option<u64>,
     /// For people: where REMOTE is (not in the JSON).
     #[serde(skip)]
     pub description: String,
@@ -301,13 +310,17 @@ mod tests {
         let target = Target {
             lab: Some("vm".into()),
             remote_kernel: Some("6.1.0-56-amd64".into()),
+            boot_to_ready_ms: Some(4321),
             description: "a qemu guest booted from debian, lab `pmtu`".into(),
+            ..Target::default()
         };
         let line = text(|out| write_summary_for(out, Format::Json, &[], 10, &target));
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["remote_kernel"], "6.1.0-56-amd64");
         assert_eq!(v["lab"], "vm");
+        assert_eq!(v["boot_to_ready_ms"], 4321);
         assert!(v.get("description").is_none(), "{line}");
+        assert!(v.get("ssh_login_ms").is_none(), "{line}");
         assert_eq!(
             text(|out| write_target(out, Format::Human, &target)),
             "REMOTE: kernel 6.1.0-56-amd64 (a qemu guest booted from debian, lab `pmtu`)\n"
