@@ -63,13 +63,14 @@ pub async fn cli(args: LabArgs, lab_name: &str, mode: AttachMode) -> Result<()> 
         LabCmd::Up { vm } => {
             let started = Instant::now();
             let replaced = lab::exists(&name);
-            let options = UpOptions {
-                vm: vm.options(),
-                ..UpOptions::from_env()?
-            };
+            let options = UpOptions::from_env()?;
+            let vm = vm.options();
             let task = tokio::task::spawn_blocking({
                 let name = name.clone();
-                move || lab::up_with(&name, mode, &options)
+                move || match &vm {
+                    Some(vm) => lab::up_vm(&name, mode, vm),
+                    None => lab::up_with(&name, mode, &options),
+                }
             });
             tokio::pin!(task);
             let lab = tokio::select! {

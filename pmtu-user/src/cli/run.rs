@@ -181,12 +181,11 @@ fn setup(lab_name: &str, mode: AttachMode, args: &RunArgs) -> Result<Setup> {
     } else {
         eprintln!("pmtu: no lab `{lab_name}`; making a temporary one (`pmtu lab up` keeps one up)");
     }
-    let options = UpOptions {
-        vm,
-        ..UpOptions::from_env()?
-    };
     let making = Instant::now();
-    let temp = lab::TempLab::up_with(lab_name, mode, &options)?;
+    let temp = match &vm {
+        Some(vm) => lab::TempLab::up_vm(lab_name, mode, vm)?,
+        None => lab::TempLab::up_with(lab_name, mode, &UpOptions::from_env()?)?,
+    };
     let setup_ms = making.elapsed().as_millis() as u64;
     let marker = lab::state_dir(lab_name).join(TEMP_MARKER);
     std::fs::write(&marker, std::process::id().to_string())

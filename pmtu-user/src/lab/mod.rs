@@ -203,23 +203,28 @@ pub fn up(name: &str, mode: AttachMode) -> Result<Lab> {
 /// [`up`] with explicit options. On failure, whatever was made is removed again.
 pub fn up_with(name: &str, mode: AttachMode, options: &UpOptions) -> Result<Lab> {
     validate_name(name)?;
-    if let Some(vm_options) = &options.vm {
-        // Bad input (no such image, no qemu) is refused before anything is made or removed.
-        let kernel = vm::resolve_kernel(vm_options, &mut |line| eprintln!("pmtu: {line}"))?;
-        replace_existing(name)?;
-        return match build_vm(name, mode, vm_options, kernel) {
-            Ok(lab) => Ok(lab),
-            Err(e) => {
-                if let Err(cleanup) = down(name) {
-                    log::warn!("removing the half-built lab `{name}`: {cleanup:#}");
-                }
-                Err(e.context(format!("building lab `{name}`")))
-            }
-        };
-    }
     let kind = options.services.resolve()?;
     replace_existing(name)?;
     match build(name, mode, kind, options) {
+        Ok(lab) => Ok(lab),
+        Err(e) => {
+            if let Err(cleanup) = down(name) {
+                log::warn!("removing the half-built lab `{name}`: {cleanup:#}");
+            }
+            Err(e.context(format!("building lab `{name}`")))
+        }
+    }
+}
+
+/// Builds lab `name` with REMOTE a qemu guest (`--kernel`), replacing a stale one of that name.
+/// Bad input (no such image, no qemu) is refused before anything is made or removed; on a
+/// later failure whatever was made is removed again. Progress lines (a first download) go to
+/// stderr.
+pub fn up_vm(name: &str, mode: AttachMode, options: &vm::VmOptions) -> Result<Lab> {
+    validate_name(name)?;
+    let kernel = vm::resolve_kernel(options, &mut |line| eprintln!("pmtu: {line}"))?;
+    replace_existing(name)?;
+    match build_vm(name, mode, options, kernel) {
         Ok(lab) => Ok(lab),
         Err(e) => {
             if let Err(cleanup) = down(name) {
@@ -470,6 +475,12 @@ impl TempLab {
     pub fn up_with(name: &str, mode: AttachMode, options: &UpOptions) -> Result<Self> {
         Ok(Self {
             lab: up_with(name, mode, options)?,
+        })
+    }
+
+    pub fn up_vm(name: &str, mode: AttachMode, options: &vm::VmOptions) -> Result<Self> {
+        Ok(Self {
+            lab: up_vm(name, mode, options)?,
         })
     }
 }

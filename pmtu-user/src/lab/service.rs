@@ -105,8 +105,6 @@ pub struct UpOptions {
     pub services: ServiceChoice,
     /// The `pmtu` binary that runs `serve` for built-in services; default: this executable.
     pub serve_exe: Option<PathBuf>,
-    /// REMOTE as a qemu guest of this kernel (`--kernel`) instead of a namespace.
-    pub vm: Option<super::vm::VmOptions>,
 }
 
 impl UpOptions {
@@ -115,7 +113,6 @@ impl UpOptions {
         Ok(Self {
             services: ServiceChoice::from_env()?,
             serve_exe: None,
-            vm: None,
         })
     }
 }

@@ -170,6 +170,13 @@ const PROGRAMS: &[Program] = &[
     },
 ];
 
+/// Programs taken along when this machine has them: OpenSSH 9.8 and later run each session
+/// in a helper of their own, at its real path.
+const OPTIONAL_PROGRAMS: &[&str] = &[
+    "/usr/lib/openssh/sshd-session",
+    "/usr/lib/openssh/sshd-auth",
+];
+
 /// busybox applets linked in /bin (not `ip` or `sh`: iproute2's and dash take those names).
 const APPLETS: &[&str] = &[
     "cat", "chmod", "cp", "cut", "dmesg", "echo", "env", "false", "grep", "head", "hostname", "id",
@@ -260,7 +267,10 @@ ip -6 route add "$NET6" via "$VIA6" || fail "ip -6 route add $NET6 via $VIA6"
 
 inetd -R 1000000 /etc/inetd.conf || fail "inetd did not start"
 mkdir -p /run/sshd
-/usr/sbin/sshd -E /run/sshd.log || fail "sshd did not start: $(cat /run/sshd.log)"
+# -r: no re-exec of sshd for each connection (a second start of a large program under TCG);
+# an sshd without the flag starts without it.
+/usr/sbin/sshd -r -E /run/sshd.log 2>/dev/null || /usr/sbin/sshd -E /run/sshd.log ||
+    fail "sshd did not start: $(cat /run/sshd.log)"
 
 # Listening sockets: local port (hex) and state (0A: TCP LISTEN, 07: UDP bound).
 listens() {
@@ -399,6 +409,12 @@ impl Base {
                 })?;
             base.add(p.guest, Path::new(host), &mut copies);
             queue.push_back(PathBuf::from(host));
+        }
+        for path in OPTIONAL_PROGRAMS {
+            if Path::new(path).is_file() {
+                base.add(path, Path::new(path), &mut copies);
+                queue.push_back(PathBuf::from(path));
+            }
         }
         // Libraries, breadth first, each once.
         let mut seen = BTreeSet::new();

@@ -114,12 +114,14 @@ pub fn format_mac(m: &[u8; 6]) -> String {
 }
 
 /// The kernel command line: the serial console, no reboot on panic (qemu exits instead:
-/// `-no-reboot`), quiet (a slow emulated UART), and the topology for the init script.
+/// `-no-reboot`), quiet (a slow emulated UART), no crypto self-tests (half a second of an
+/// emulated boot; nothing the suite uses), and the topology for the init script.
 pub fn kernel_command_line(net: &GuestNet) -> String {
     [
         "console=ttyS0".to_string(),
         "panic=-1".to_string(),
         "quiet".to_string(),
+        "cryptomgr.notests".to_string(),
         format!("pmtu.mac={}", format_mac(&net.remote_mac)),
         format!("pmtu.addr={}/{}", net.remote_addr, net.remote_prefix),
         format!("pmtu.addr6={}/{}", net.remote_addr6, net.remote_prefix6),
@@ -371,7 +373,7 @@ mod tests {
     fn command_line_carries_the_topology() {
         assert_eq!(
             kernel_command_line(&net()),
-            "console=ttyS0 panic=-1 quiet pmtu.mac=02:00:00:00:00:02 pmtu.addr=192.0.2.2/24 \
+            "console=ttyS0 panic=-1 quiet cryptomgr.notests pmtu.mac=02:00:00:00:00:02 pmtu.addr=192.0.2.2/24 \
              pmtu.addr6=2001:db8::2/64 pmtu.via=192.0.2.1 pmtu.via6=2001:db8::1 \
              pmtu.net=198.51.100.0/24 pmtu.net6=2001:db8:1::/64"
         );

@@ -107,6 +107,9 @@ impl GuestSsh {
                 ("GlobalKnownHostsFile", "/dev/null".to_string()),
                 ("StrictHostKeyChecking", "yes".to_string()),
                 ("HostKeyAlias", GUEST_ALIAS.to_string()),
+                // The cheapest key exchange for the emulated guest (the default adds a
+                // post-quantum one).
+                ("KexAlgorithms", "curve25519-sha256".to_string()),
                 (
                     "ControlPath",
                     keys.dir.join("control").display().to_string(),
