@@ -86,12 +86,17 @@ fn on_remote(lab: &LabGuard, argv: &[&str]) {
 
 fn check(fault: &Fault) {
     let lab = LabGuard::up("f");
+    check_on(&lab, fault);
+}
+
+/// Breaks `lab`'s REMOTE with `fault`, checks the verdicts, reverts, checks a healthy run.
+fn check_on(lab: &LabGuard, fault: &Fault) {
     for argv in fault.apply {
-        on_remote(&lab, argv);
+        on_remote(lab, argv);
     }
-    let broken = suite(&lab);
+    let broken = suite(lab);
     for argv in fault.revert {
-        on_remote(&lab, argv);
+        on_remote(lab, argv);
     }
     let mut problems = Vec::new();
     for s in &broken {
@@ -115,7 +120,7 @@ fn check(fault: &Fault) {
         let _ = scenario(&broken, name);
     }
     assert!(problems.is_empty(), "fault {}: {problems:#?}", fault.name);
-    let healthy = suite(&lab);
+    let healthy = suite(lab);
     let failed: Vec<_> = healthy.iter().filter(|s| s["verdict"] == "fail").collect();
     assert!(
         failed.is_empty(),
@@ -154,6 +159,23 @@ fn min_pmtu() {
 #[test]
 fn pmtu_expires() {
     check(fault("pmtu-expires"));
+}
+
+/// Faults inside a qemu guest of Debian's 6.1 kernel (`--kernel debian`): the same commands
+/// reach it over ssh, and the same scenarios must fail with the same reasons. One guest, the
+/// faults in turn.
+#[test]
+fn faults_inside_a_debian_guest() {
+    let lab = LabGuard::new("fv");
+    let out = lab.pmtu(&["lab", "up", "--kernel", "debian"]);
+    assert!(
+        out.status.success(),
+        "lab up --kernel debian: {}",
+        text(&out)
+    );
+    for name in ["no-pmtu-disc", "mtu-lock"] {
+        check_on(&lab, fault(name));
+    }
 }
 
 /// A check that passes a fault it should catch is worthless: a catalogue entry that claims a
