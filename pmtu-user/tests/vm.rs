@@ -344,7 +344,7 @@ fn sigterm_during_the_suite_removes_the_guest_and_the_lab() {
     signal(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().unwrap();
     assert!(
-        out.status.code() == Some(130) || out.status.signal().is_some(),
+        out.status.code() == Some(128 + 15) || out.status.signal().is_some(),
         "{}",
         text(&out)
     );

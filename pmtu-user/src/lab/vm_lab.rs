@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 
 use super::{
     add_namespace, attach_responder, begin, configure_local,
-    health::refuse_foreign,
+    health::{has_leftovers, refuse_foreign},
     lock::{self, LabLock},
     namespace_sysctls,
     plan::{self, local_ns, validate_name, LOCAL_IF, LOCAL_MAC},
@@ -17,7 +17,10 @@ use super::{
     teardown::clear,
     vm, Lab,
 };
-use crate::{net::rtnl::netlink_in, xdp::responder::AttachMode};
+use crate::{
+    net::{netns, rtnl::netlink_in},
+    xdp::responder::AttachMode,
+};
 
 /// Builds lab `name` with REMOTE a qemu guest (`--kernel`), kept up, replacing a stale one of
 /// that name. Takes the lab's lock for the time of the build.
@@ -39,13 +42,22 @@ pub fn up_vm_locked(
     temporary: bool,
 ) -> Result<Lab> {
     let name = lock.name();
-    let kernel = vm::resolve_kernel(options, &mut |line| eprintln!("pmtu: {line}"))?;
+    let kernel = match vm::resolve_kernel(options, &mut |line| eprintln!("pmtu: {line}")) {
+        Ok(kernel) => kernel,
+        Err(e) => {
+            // Nothing was made: no lab of this name is left behind by the lock alone.
+            if !has_leftovers(name) && !netns::exists(&local_ns(name)) {
+                let _ = clear(name, true);
+            }
+            return Err(e);
+        }
+    };
     refuse_foreign(name)?;
     let record = begin(name, temporary)?;
     match build_vm(name, mode, options, kernel, record) {
         Ok(lab) => Ok(lab),
         Err(e) => {
-            if let Err(cleanup) = clear(name, false) {
+            if let Err(cleanup) = clear(name, true) {
                 log::warn!("removing the half-built lab `{name}`: {cleanup:#}");
             }
             Err(e.context(format!("building lab `{name}`")))
