@@ -445,6 +445,14 @@ mod tests {
             .spawn()
             .unwrap();
         fs::write(&pidfile, child.id().to_string()).unwrap();
+        // The child may not have exec'd yet when spawn returns: wait for its command line.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !fs::read(format!("/proc/{}/cmdline", child.id()))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("1000.5"))
+        {
+            assert!(Instant::now() < deadline, "sleep did not start");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let killed = kill_recorded(&pidfile, &["sleep", "1000.5"]).unwrap();
         assert_eq!(killed, Some(child.id() as i32));
         assert!(!child.wait().unwrap().success());
