@@ -62,7 +62,11 @@ fn every_scenario_passes_with_the_expected_numbers() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{name}: {}", text(&out));
         assert!(
-            stdout.starts_with(&format!("PASS {name} ")),
+            stdout.starts_with("REMOTE: kernel ")
+                && stdout
+                    .lines()
+                    .nth(1)
+                    .is_some_and(|l| l.starts_with(&format!("PASS {name} "))),
             "{name}: {stdout}"
         );
         assert!(
