@@ -82,7 +82,9 @@ fn ktap_passes_a_tap_parser_with_the_right_results_and_exit_codes() {
     );
     assert_eq!(human.status.code(), Some(125), "{}", text(&human));
     assert!(
-        common::stdout(&human).starts_with("ERROR pmtu ")
+        // After the line naming the kernel under test.
+        common::stdout(&human).starts_with("REMOTE: kernel ")
+            && common::stdout(&human).contains("\nERROR pmtu ")
             && common::stdout(&human).contains("\n     could not test: "),
         "{}",
         text(&human)

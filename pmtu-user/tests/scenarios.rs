@@ -117,7 +117,11 @@ fn every_scenario_passes_with_the_expected_numbers() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{name}: {}", text(&out));
         assert!(
-            stdout.starts_with(&format!("PASS {name} ")),
+            stdout.starts_with("REMOTE: kernel ")
+                && stdout
+                    .lines()
+                    .nth(1)
+                    .is_some_and(|l| l.starts_with(&format!("PASS {name} "))),
             "{name}: {stdout}"
         );
         assert!(
@@ -320,7 +324,10 @@ fn bad_input_gets_one_clear_message() {
     let out = run_with("REMOTE_ADDR", "192.0.2.99", &["check-setup"]);
     assert_eq!(out.status.code(), Some(125), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("ERROR check-setup"),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| !l.starts_with("REMOTE: kernel "))
+            .is_some_and(|l| l.starts_with("ERROR check-setup")),
         "{}",
         text(&out)
     );

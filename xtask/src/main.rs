@@ -34,7 +34,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install what the build, the suite and its tests need: rust-src, bpf-linker, Debian
-    /// packages (the tests' own: perl's prove, chromium).
+    /// packages (the tests' own: perl's prove, chromium), and Debian's kernel for `--kernel
+    /// debian` (downloaded and unpacked, never installed).
     Setup,
     /// Setup, then build target/release/pmtu (the XDP program is built first and embedded).
     Build,
@@ -49,7 +50,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Benchmarks: `xdp` (cost per packet of each XDP path) or `suite` (wall time of a run).
+    /// Benchmarks: `xdp` (cost per packet of each XDP path), `suite` (wall time of a run),
+    /// `stress` (verified flows/s) or `vm` (a run against a qemu guest of Debian's kernel, boot
+    /// included).
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
@@ -79,6 +82,12 @@ enum BenchWhat {
     /// As root: `pmtu stress` on one lab: verified flows/s per kind, the kernel's own limit,
     /// peak RSS at 100k flows, events lost.
     Stress(bench_stress::StressBench),
+    /// As root: `pmtu run --kernel debian` N times, each booting its own guest:
+    /// boot_to_ready_s, suite_s, total_s and their medians.
+    Vm {
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -137,6 +146,13 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             build(Packages::Required)?;
             bench_stress::run(&exec::pmtu_binary(), &opts)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench {
+            what: BenchWhat::Vm { runs },
+        } => {
+            ensure_root("bench vm")?;
+            build(Packages::Required)?;
+            bench::vm(&exec::pmtu_binary(), runs)
         }
         Cmd::Soak { runs } => {
             ensure_root("soak")?;

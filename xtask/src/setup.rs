@@ -5,7 +5,10 @@
 //! - rust-src for the toolchain that builds the XDP program (nightly, else stable, which the
 //!   build then drives with RUSTC_BOOTSTRAP=1: see pmtu-user/build.rs);
 //! - bpf-linker 0.13.0, linked against the toolchain's own libLLVM (docs: toolchain.md);
-//! - the Debian packages the suite runs (ip, ethtool, nft, inetd, ping, sysctl);
+//! - the Debian packages the suite runs (ip, ethtool, nft, inetd, ping, sysctl) and those the
+//!   VM REMOTE needs (qemu, busybox, sshd, ssh, depmod);
+//! - Debian's current kernel for `--kernel debian`, downloaded (never installed) and unpacked
+//!   into pmtu's cache;
 //! - with `cargo xtask setup` and `cargo xtask test` only, the ones the tests read the suite's
 //!   output with (a TAP parser, a headless browser): not needed to build or run pmtu.
 use std::{
@@ -23,7 +26,8 @@ use crate::exec::{self, cargo, output, run, which};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the suite uses: `ip`, `ethtool`, `nft`, inetd's chargen/echo for REMOTE,
-/// `ping`, `sysctl`.
+/// `ping`, `sysctl`; for a VM REMOTE (`--kernel`): qemu, the guest's busybox, sshd (installed,
+/// never started here), ssh and ssh-keygen, dash, depmod for unpacked kernel packages.
 pub const PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
@@ -31,11 +35,19 @@ pub const PACKAGES: &[&str] = &[
     "openbsd-inetd",
     "iputils-ping",
     "procps",
+    "qemu-system-x86",
+    "busybox-static",
+    "openssh-server",
+    "openssh-client",
+    "dash",
+    "kmod",
 ];
 
 /// Debian packages only the tests use: `prove` (perl's TAP::Parser) reads `--format tap`,
 /// headless Chromium renders `--report FILE.html`.
 pub const TEST_PACKAGES: &[&str] = &["perl", "chromium"];
+/// The metapackage whose dependency is Debian's current kernel.
+const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
 
 /// Whether missing Debian packages are an error (explicit `setup`, the suite) or only a
 /// warning (a non-root `build`, which does not need them).
@@ -49,13 +61,107 @@ pub fn setup(packages: Packages) -> Result<()> {
     let toolchain = ebpf_toolchain();
     rust_src(&toolchain)?;
     bpf_linker(&toolchain)?;
-    debian_packages("debian packages", PACKAGES, packages)
+    debian_packages("debian packages", PACKAGES, packages)?;
+    if packages == Packages::Required {
+        debian_kernel()?;
+    }
+    Ok(())
 }
 
 /// What the tests need besides the suite's own packages (`cargo xtask setup`, `cargo xtask
 /// test`).
 pub fn test_packages() -> Result<()> {
     debian_packages("test packages", TEST_PACKAGES, Packages::Required)
+}
+
+/// pmtu's cache: `$PMTU_CACHE`, else ~/.cache/pmtu (as pmtu itself reads it).
+fn cache_root() -> PathBuf {
+    match std::env::var_os("PMTU_CACHE").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => home().join(".cache/pmtu"),
+    }
+}
+
+/// Debian's current kernel for `pmtu run --kernel debian`: `apt-get download` of the package
+/// linux-image-amd64 depends on, `dpkg-deb -x` and `depmod -b` into
+/// `<cache>/kernels/<package>/` (marked complete by `.complete`), and `<cache>/kernels/debian`
+/// linked to it: the layout pmtu-user/src/lab/vm/image.rs reads (and makes itself on first use
+/// when setup has not). Nothing is installed. Quick when done.
+fn debian_kernel() -> Result<()> {
+    let kernels = cache_root().join("kernels");
+    let link = kernels.join("debian");
+    if let Ok(target) = fs::read_link(&link) {
+        if kernels.join(&target).join(".complete").exists() {
+            println!("setup: debian kernel {} ok", target.display());
+            return Ok(());
+        }
+    }
+    let depends = output(Command::new("apt-cache").args(["depends", KERNEL_METAPACKAGE]))
+        .context("asking apt-cache for Debian's current kernel")?;
+    let package = depends
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|p| p.starts_with("linux-image-"))
+        .with_context(|| {
+            format!("apt-cache knows no kernel behind {KERNEL_METAPACKAGE}: run `apt-get update`")
+        })?
+        .to_string();
+    let dir = kernels.join(&package);
+    if !dir.join(".complete").exists() {
+        println!(
+            "setup: fetching Debian's kernel {package} into {} (download and unpack only)",
+            kernels.display()
+        );
+        let tmp = kernels.join(format!(".{package}.tmp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let result = unpack_kernel(&package, &tmp);
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let root = tmp.join("root");
+        fs::write(root.join(".complete"), "")?;
+        let _ = fs::remove_dir_all(&dir);
+        fs::rename(&root, &dir)
+            .with_context(|| format!("moving {} to {}", root.display(), dir.display()))?;
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    let tmp_link = kernels.join(format!(".debian.tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp_link);
+    symlink(&package, &tmp_link)
+        .and_then(|()| fs::rename(&tmp_link, &link))
+        .with_context(|| format!("linking {} to {package}", link.display()))?;
+    println!("setup: debian kernel {package} ok");
+    Ok(())
+}
+
+/// Downloads `package` into `tmp` and unpacks it into `tmp/root`, with a modules.dep.
+fn unpack_kernel(package: &str, tmp: &Path) -> Result<()> {
+    run(Command::new("apt-get")
+        .args(["download", "-q", "-o", "APT::Sandbox::User=root", package])
+        .current_dir(tmp))
+    .with_context(|| format!("apt-get download {package} failed"))?;
+    let deb = fs::read_dir(tmp)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .with_context(|| format!("apt-get download left no .deb in {}", tmp.display()))?;
+    let root = tmp.join("root");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))
+        .with_context(|| format!("unpacking {}", deb.display()))?;
+    fs::remove_file(&deb)?;
+    let modules = root.join("lib/modules");
+    for entry in fs::read_dir(&modules)
+        .with_context(|| format!("{} has no lib/modules", package))?
+        .flatten()
+    {
+        let release = entry.file_name();
+        run(Command::new("depmod").arg("-b").arg(&root).arg(&release))
+            .context("depmod -b (kmod) failed")?;
+    }
+    Ok(())
 }
 
 /// The toolchain that builds the XDP program, chosen as pmtu-user/build.rs chooses it.
@@ -282,8 +388,8 @@ fn debian_packages(what: &str, wanted: &[&'static str], need: Packages) -> Resul
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("apt-get update failed: check the package sources in /etc/apt")?;
     {
-        // openbsd-inetd's install would start an inetd in the root namespace; the lab starts
-        // its own inside REMOTE's namespace.
+        // openbsd-inetd's and openssh-server's installs would start their daemons in the root
+        // namespace; the lab starts its own inside REMOTE's namespace or guest.
         let _no_services = NoServiceStart::install(Path::new(POLICY_RC_D))?;
         run(Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])

@@ -122,6 +122,12 @@ pub struct Summary {
     pub errors: u32,
     #[serde(default)]
     pub duration_ms: f64,
+    /// A guest booted for the run: qemu's start to READY.
+    #[serde(default)]
+    pub boot_to_ready_ms: Option<f64>,
+    /// The kernel under test.
+    #[serde(default)]
+    pub remote_kernel: Option<String>,
 }
 
 /// One run of the suite: its scenarios and summary, and the wall time xtask measured.

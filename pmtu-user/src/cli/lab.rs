@@ -12,7 +12,7 @@ use pmtu::{
     xdp::responder::AttachMode,
 };
 
-use super::require_root;
+use super::{require_root, run::VmArgs};
 
 /// `pmtu lab up | down | status`.
 #[derive(clap::Args, Debug)]
@@ -26,7 +26,11 @@ pub enum LabCmd {
     /// Build the lab (replacing any lab of the same name): LOCAL and REMOTE namespaces, the
     /// veth pair, addresses, routes, the XDP responder and REMOTE's chargen and echo.
     /// PMTU_SERVICES=builtin uses `pmtu serve` even when openbsd-inetd is installed.
-    Up,
+    /// With --kernel, REMOTE is a qemu guest of that kernel on a tap in LOCAL's namespace.
+    Up {
+        #[command(flatten)]
+        vm: VmArgs,
+    },
     /// Remove the lab: services, XDP programs, namespaces and state. Safe to repeat.
     Down,
     /// Show namespaces, interfaces, routes (with cached PMTUs), services, XDP programs, rules
@@ -53,23 +57,27 @@ pub async fn cli(args: LabArgs, lab_name: &str, mode: AttachMode) -> Result<()> 
     let name = lab_name.to_string();
     lab::validate_name(&name)?;
     let what = match &args.cmd {
-        LabCmd::Up => "pmtu lab up",
+        LabCmd::Up { .. } => "pmtu lab up",
         LabCmd::Down => "pmtu lab down",
         LabCmd::Status { .. } => "pmtu lab status",
         LabCmd::Exec { .. } => "pmtu lab exec",
     };
     require_root(what)?;
-    if matches!(args.cmd, LabCmd::Up | LabCmd::Down) {
+    if matches!(args.cmd, LabCmd::Up { .. } | LabCmd::Down) {
         require_capabilities(what)?;
     }
     match args.cmd {
-        LabCmd::Up => {
+        LabCmd::Up { vm } => {
             let started = Instant::now();
             let replaced = lab::exists(&name);
             let options = UpOptions::from_env()?;
+            let vm = vm.options();
             let task = tokio::task::spawn_blocking({
                 let name = name.clone();
-                move || lab::up_with(&name, mode, &options)
+                move || match &vm {
+                    Some(vm) => lab::up_vm(&name, mode, vm),
+                    None => lab::up_with(&name, mode, &options),
+                }
             });
             tokio::pin!(task);
             let lab = tokio::select! {
@@ -81,15 +89,51 @@ pub async fn cli(args: LabArgs, lab_name: &str, mode: AttachMode) -> Result<()> 
                     bail!("interrupted");
                 }
             };
+            if replaced {
+                say(format_args!("replaced the lab `{name}` that was there"));
+            }
+            let flag = if lab.name == DEFAULT_NAME {
+                String::new()
+            } else {
+                format!(" --lab {}", lab.name)
+            };
+            if let Some(vm) = &lab.vm {
+                let t = &lab.topology;
+                say(format_args!(
+                    "lab `{}` up in {:.2} s: LOCAL {}/{} {} {}, REMOTE a qemu guest ({}, pid {}) \
+                     running kernel {} from {}, {} {}, fake nets {} {}",
+                    lab.name,
+                    started.elapsed().as_secs_f64(),
+                    lab.local_ns(),
+                    t.local_if,
+                    t.local_addr,
+                    t.local_addr6,
+                    vm.accel,
+                    vm.qemu_pid,
+                    vm.release,
+                    vm.image,
+                    t.remote_addr,
+                    t.remote_addr6,
+                    t.fake_net,
+                    t.fake_net6,
+                ));
+                say(format_args!(
+                    "console: {}; log in: ip netns exec {} ssh {}",
+                    vm.console.display(),
+                    lab.local_ns(),
+                    vm.remote_ssh
+                ));
+                say(format_args!(
+                    "`pmtu{flag} lab status` shows it, `pmtu{flag} lab down` removes it"
+                ));
+                return Ok(());
+            }
             let t = &lab.topology;
             let service = match &lab.service {
                 Some(s) if s.kind == ServiceKind::Inetd => format!("openbsd-inetd (pid {})", s.pid),
                 Some(s) => format!("pmtu serve (pid {})", s.pid),
                 None => "none".to_string(),
             };
-            if replaced {
-                say(format_args!("replaced the lab `{name}` that was there"));
-            }
             say(format_args!(
                 "lab `{}` up in {:.2} s: LOCAL {}/{} {} {}, REMOTE {}/{} {} {}, fake nets {} {}, \
                  services {service}, XDP {}",
@@ -110,11 +154,6 @@ pub async fn cli(args: LabArgs, lab_name: &str, mode: AttachMode) -> Result<()> 
                     AttachMode::Skb => "skb",
                 },
             ));
-            let flag = if lab.name == DEFAULT_NAME {
-                String::new()
-            } else {
-                format!(" --lab {}", lab.name)
-            };
             say(format_args!(
                 "`pmtu{flag} lab status` shows it, `pmtu{flag} lab down` removes it"
             ));

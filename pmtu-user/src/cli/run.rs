@@ -3,6 +3,7 @@
 //! Where the configuration comes from, in order: the original's environment variables
 //! (LOCAL_IF ... FAKE_NET_ADDR6) for a real REMOTE; else an existing lab (`--lab`, left up);
 //! else a temporary lab made for this run and removed at its end, also on Ctrl-C or error.
+//! `--kernel IMAGE` makes that lab's REMOTE a qemu guest booted from IMAGE.
 use std::{
     path::PathBuf,
     process::ExitCode,
@@ -15,7 +16,7 @@ use ipnet::IpNet;
 
 use pmtu::{
     config::Topology,
-    lab::{self, Found, LabLock, UpOptions},
+    lab::{self, vm::VmOptions, Found, LabLock, UpOptions},
     net::rawsock::RawSocket,
     remote::{ssh_words, Remote},
     scenarios, signals,
@@ -24,7 +25,7 @@ use pmtu::{
         fakes::FakeHosts,
         hub::Hub,
         outfile::OutFile,
-        report::{html, Format, Reporter, Summary},
+        report::{html, Format, Reporter, Summary, Target},
         run, Ctx, Outcome, Profile, ProfileName, Scenario, Verdict,
     },
     wire::L2,
@@ -51,6 +52,30 @@ pub struct RunArgs {
     /// With no names: also the long scenarios (expire*, blackhole*: seconds each).
     #[arg(long)]
     pub all: bool,
+    #[command(flatten)]
+    pub vm: VmArgs,
+}
+
+/// REMOTE as a qemu guest.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct VmArgs {
+    /// REMOTE is a qemu guest booted from IMAGE: a bzImage, an ELF vmlinux, a Debian
+    /// linux-image .deb, or `debian` (Debian's current kernel, fetched once)
+    #[arg(long, value_name = "IMAGE")]
+    pub kernel: Option<String>,
+    /// The guest kernel's modules: a `make modules_install INSTALL_MOD_PATH=DIR` tree or
+    /// lib/modules/RELEASE (default: beside IMAGE, or in the package)
+    #[arg(long, value_name = "DIR", requires = "kernel")]
+    pub modules: Option<PathBuf>,
+}
+
+impl VmArgs {
+    pub fn options(&self) -> Option<VmOptions> {
+        self.kernel.as_ref().map(|image| VmOptions {
+            image: image.clone(),
+            modules: self.modules.clone(),
+        })
+    }
 }
 
 /// What keeps the run's set-up alive: a temporary lab, or the responder we attached ourselves,
@@ -58,6 +83,8 @@ pub struct RunArgs {
 pub struct Setup {
     pub topo: Topology,
     responder: Responder,
+    /// What the run is against (REMOTE's kernel is filled in once the context exists).
+    pub target: Target,
     /// A lab made for this run; dropping it removes the lab (and releases its lock).
     temp: Option<lab::TempLab>,
     /// The lock of a kept lab this run uses.
@@ -84,6 +111,7 @@ impl Setup {
             mut responder,
             temp,
             lock,
+            target: _,
         } = self;
         if let Some(c) = &capture {
             c.set_routers(topo.local_addr, topo.local_addr6);
@@ -116,13 +144,58 @@ impl Setup {
             },
         ))
     }
+
+    /// A kept lab this run uses (its lock held).
+    fn kept(lab: &lab::Lab, lock: LabLock) -> Result<Self> {
+        Ok(Setup {
+            responder: lab.responder()?,
+            target: describe(lab),
+            topo: lab.topology.clone(),
+            temp: None,
+            lock: Some(lock),
+        })
+    }
+}
+
+/// What a lab is, for people and the summary.
+fn describe(lab: &lab::Lab) -> Target {
+    match &lab.vm {
+        Some(vm) => Target {
+            lab: Some("vm".into()),
+            remote_kernel: Some(vm.release.clone()),
+            boot_to_ready_ms: lab.vm_times.map(|t| t.boot_to_ready.as_millis() as u64),
+            ssh_login_ms: lab.vm_times.map(|t| t.ssh_login.as_millis() as u64),
+            description: format!(
+                "a qemu guest ({}) booted from {}, lab `{}`",
+                vm.accel, vm.image, lab.name
+            ),
+            ..Target::default()
+        },
+        None => Target {
+            lab: Some("netns".into()),
+            remote_kernel: nix::sys::utsname::uname()
+                .ok()
+                .map(|u| u.release().to_string_lossy().into_owned()),
+            description: format!("this machine's kernel in namespace {}", lab.remote_ns()),
+            ..Target::default()
+        },
+    }
 }
 
 /// The configuration in order (environment, existing lab, temporary lab) with its responder.
-pub fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<Setup> {
+/// `vm` (`--kernel`) makes the lab's REMOTE a qemu guest.
+pub fn setup(
+    lab_name: &str,
+    mode: AttachMode,
+    profile: ProfileName,
+    vm: Option<&VmOptions>,
+) -> Result<Setup> {
     let wait = lab::lock::wait_from_env()?;
     let stop = || signals::requested();
     if let Some(topo) = Topology::from_env_if_set()? {
+        if vm.is_some() {
+            bail!("--kernel makes a lab, but LOCAL_IF ... FAKE_NET_ADDR6 in the environment describe a real REMOTE: unset them, or drop --kernel");
+        }
         if topo.remote_netns.is_none() && topo.remote_ssh.is_none() {
             bail!("REMOTE_SSH is not set: a real REMOTE needs it to reset its routes (or give REMOTE_NETNS for a REMOTE in a local namespace)");
         }
@@ -139,6 +212,11 @@ pub fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<S
             .as_deref()
             .and_then(|ns| ns.strip_suffix("-local"))
             .filter(|name| lab::exists(name));
+        let target = Target {
+            lab: Some("remote".into()),
+            description: format!("REMOTE_ADDR {}", topo.remote_addr),
+            ..Target::default()
+        };
         if let Some(name) = lab_of_ns {
             let lock = LabLock::acquire(name, wait, &stop)?;
             let lab = lab::open(name)?;
@@ -146,6 +224,7 @@ pub fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<S
             return Ok(Setup {
                 topo,
                 responder: lab.responder()?,
+                target,
                 temp: None,
                 lock: Some(lock),
             });
@@ -158,6 +237,7 @@ pub fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<S
         return Ok(Setup {
             topo,
             responder,
+            target,
             temp: None,
             lock: None,
         });
@@ -167,49 +247,88 @@ pub fn setup(lab_name: &str, mode: AttachMode, profile: ProfileName) -> Result<S
     }
     // From here on this run is the lab's only user, until it ends or dies.
     let lock = LabLock::acquire(lab_name, wait, &stop)?;
+    let making = Instant::now();
     let temp = match lab::find(&lock)? {
         Found::Ready(lab) => {
+            if let Some(vm) = vm {
+                if !lab.vm.as_ref().is_some_and(|r| vm.matches(r)) {
+                    bail!(
+                        "lab `{lab_name}` is up with REMOTE = {}, not a guest of {}: `pmtu lab \
+                         down --lab {lab_name}` first, or give another --lab",
+                        describe(&lab).description,
+                        vm.image
+                    );
+                }
+            }
             lab::clear_traces(&lab)?;
-            return Ok(Setup {
-                responder: lab.responder()?,
-                topo: lab.topology,
-                temp: None,
-                lock: Some(lock),
-            });
+            return Setup::kept(&lab, lock);
         }
         Found::Stale {
             reason,
             temporary: false,
         } => {
             eprintln!("pmtu: rebuilding lab `{lab_name}` ({reason}); it stays up");
-            let lab = lab::up_locked(&lock, mode, &UpOptions::from_env()?, false)?;
-            return Ok(Setup {
-                responder: lab.responder()?,
-                topo: lab.topology,
-                temp: None,
-                lock: Some(lock),
+            // A kept VM lab comes back as the guest it was, unless --kernel names another.
+            let was = lab::vm_record(lab_name).map(|r| VmOptions {
+                image: r.image,
+                modules: r.modules_given,
             });
+            let lab = match vm.cloned().or(was) {
+                Some(vm) => lab::up_vm_locked(&lock, mode, &vm, false)?,
+                None => lab::up_locked(&lock, mode, &UpOptions::from_env()?, false)?,
+            };
+            let mut setup = Setup::kept(&lab, lock)?;
+            setup.target.setup_ms = Some(making.elapsed().as_millis() as u64);
+            return Ok(setup);
         }
         Found::Stale {
             reason,
             temporary: true,
         } => {
             eprintln!("pmtu: replacing lab `{lab_name}`: {reason}");
-            lab::TempLab::up_locked(lock, mode, &UpOptions::from_env()?)?
+            temp_lab(lock, mode, vm)?
         }
         Found::Nothing => {
-            eprintln!(
-                "pmtu: no lab `{lab_name}`; making a temporary one (`pmtu lab up` keeps one up)"
-            );
-            lab::TempLab::up_locked(lock, mode, &UpOptions::from_env()?)?
+            match vm {
+                Some(vm) => eprintln!(
+                    "pmtu: no lab `{lab_name}`; booting a temporary one with REMOTE = a qemu \
+                     guest of {} (`pmtu lab up --kernel {}` keeps one up)",
+                    vm.image, vm.image
+                ),
+                None => eprintln!(
+                    "pmtu: no lab `{lab_name}`; making a temporary one (`pmtu lab up` keeps one \
+                     up)"
+                ),
+            }
+            temp_lab(lock, mode, vm)?
         }
     };
+    if let Some(t) = temp.vm_times {
+        log::info!(
+            "guest ready: prepare {:.2} s, boot to READY {:.2} s, ssh login {:.2} s",
+            t.prepare.as_secs_f64(),
+            t.boot_to_ready.as_secs_f64(),
+            t.ssh_login.as_secs_f64()
+        );
+    }
     Ok(Setup {
         responder: temp.responder()?,
+        target: Target {
+            setup_ms: Some(making.elapsed().as_millis() as u64),
+            ..describe(&temp)
+        },
         topo: temp.topology.clone(),
         temp: Some(temp),
         lock: None,
     })
+}
+
+/// A lab made for this run (a qemu guest's for `--kernel`), removed at its end.
+fn temp_lab(lock: LabLock, mode: AttachMode, vm: Option<&VmOptions>) -> Result<lab::TempLab> {
+    match vm {
+        Some(vm) => lab::TempLab::up_vm_locked(lock, mode, vm),
+        None => lab::TempLab::up_locked(lock, mode, &UpOptions::from_env()?),
+    }
 }
 
 /// Resolves scenario names (the quick suite for an empty list, with the long scenarios too
@@ -270,10 +389,12 @@ pub async fn cli(
     let started_wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let setup = setup(lab_name, mode, args.profile)?;
+    let setup = setup(lab_name, mode, args.profile, args.vm.options().as_ref())?;
     let lab_kind = lab_kind(&setup, lab_name);
+    let mut target = setup.target.clone();
     let capture = (args.pcap.is_some() || report.is_some()).then(|| Arc::new(Capture::new()));
     let (ctx, temp) = setup.context(capture.clone(), args.profile)?;
+    let kernel = remote_kernel(&ctx, &mut target);
 
     // LOCAL set-ups that would make scenarios blame REMOTE are an error, never a FAIL; check-setup
     // alone reports them as its own failures.
@@ -290,9 +411,10 @@ pub async fn cli(
         }
     }
     let mut reporter = Reporter::stdout(args.format);
+    reporter.target(&target);
     let (outcomes, interrupted) =
         run::run_all(&ctx, &selected, &mut reporter, signals::stop()).await;
-    let summary = Summary::of(&outcomes, started.elapsed().as_millis() as u64);
+    let summary = Summary::of(&outcomes, started.elapsed().as_millis() as u64).with_target(target);
     let signal = interrupted.then(|| signals::received().map_or("a signal", |s| s.as_str()));
     reporter.finish(&summary, signal);
     if let (Some(path), Some(c)) = (&args.pcap, &capture) {
@@ -301,7 +423,7 @@ pub async fn cli(
     }
     if let (Some(file), Some(c)) = (report, &capture) {
         let info = html::RunInfo {
-            kernel: remote_kernel(&ctx),
+            kernel,
             lab: lab_kind,
             profile: format!("{:?}", args.profile).to_lowercase(),
             started: started_wall,
@@ -338,6 +460,9 @@ pub fn run_exit_code(outcomes: &[Outcome]) -> u8 {
 /// Which REMOTE the run tested, for the report.
 fn lab_kind(setup: &Setup, lab_name: &str) -> String {
     let t = &setup.topo;
+    if setup.target.lab.as_deref() == Some("vm") {
+        return setup.target.description.clone();
+    }
     match (&t.remote_ssh, &t.remote_netns, &setup.temp) {
         (Some(ssh), _, _) => format!("over ssh: REMOTE_SSH={ssh}, LOCAL_IF {}", t.local_if),
         (None, Some(_), Some(_)) => {
@@ -353,11 +478,24 @@ fn lab_kind(setup: &Setup, lab_name: &str) -> String {
     }
 }
 
-/// REMOTE's `uname -sr`: the kernel under test.
-fn remote_kernel(ctx: &Ctx) -> String {
+/// REMOTE's `uname -sr`, the kernel under test, asked once: the report shows it and the
+/// summary's `remote_kernel` is its release (what the lab knew is kept when REMOTE cannot say).
+fn remote_kernel(ctx: &Ctx, target: &mut Target) -> String {
     match ctx.remote("uname", &["-sr"]) {
-        Ok(k) => k.trim().to_string(),
-        Err(e) => format!("unknown (uname on REMOTE: {e:#})"),
+        Ok(k) => {
+            let k = k.trim().to_string();
+            if let Some(release) = k.split_whitespace().last() {
+                target.remote_kernel = Some(release.to_string());
+            }
+            k
+        }
+        Err(e) => {
+            log::warn!("reading REMOTE's kernel release: {e:#}");
+            match &target.remote_kernel {
+                Some(release) => release.clone(),
+                None => format!("unknown (uname on REMOTE: {e:#})"),
+            }
+        }
     }
 }
 

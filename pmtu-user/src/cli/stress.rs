@@ -174,7 +174,7 @@ pub async fn cli(args: StressArgs, lab_name: &str, mode: AttachMode) -> Result<E
             .with_context(|| format!("cannot write the plot {}", path.display()))?;
     }
     let real_remote = Topology::from_env_if_set()?.is_some();
-    let setup = run::setup(lab_name, mode, args.profile)?;
+    let setup = run::setup(lab_name, mode, args.profile, None)?;
     let (ctx, temp) = setup.context(None, args.profile)?;
     let ctx = Arc::new(ctx);
     let result = with_context(&args, ctx.clone(), real_remote).await;

@@ -10,7 +10,7 @@ use super::{
     plan::{local_ns, pin_dir, remote_ns, state_dir, validate_name, LOCAL_IF, REMOTE_IF},
     record::{self, LabRecord},
     service::{self, read_record},
-    Lab,
+    vm, Lab,
 };
 use crate::net::{
     netns,
@@ -70,6 +70,9 @@ pub fn unusable_reasons(name: &str) -> Vec<String> {
             )
         }];
     }
+    if let Some(vm) = vm::VmRecord::read(&state).ok().flatten() {
+        return vm_unusable_reasons(name, &record, &vm);
+    }
     let mut reasons = Vec::new();
     for ns in [local_ns(name), remote_ns(name)] {
         if !netns::exists(&ns) {
@@ -112,12 +115,15 @@ pub fn open(name: &str) -> Result<Lab> {
     refuse_foreign(name)?;
     let reasons = unusable_reasons(name);
     if !reasons.is_empty() {
+        let kernel = super::vm_record(name)
+            .map(|vm| format!(" --kernel {}", vm.image))
+            .unwrap_or_default();
         bail!(
-            "lab `{name}` is incomplete ({}): `pmtu lab up --lab {name}` rebuilds it",
+            "lab `{name}` is incomplete ({}): `pmtu lab up --lab {name}{kernel}` rebuilds it",
             reasons.join("; ")
         );
     }
-    Ok(Lab::new(name, read_record(&state_dir(name)).ok().flatten()))
+    Ok(lab_of(name))
 }
 
 /// What `pmtu run` finds under a lab's name, holding its lock.
@@ -149,10 +155,7 @@ pub fn find(lock: &LabLock) -> Result<Found> {
     }
     let reasons = unusable_reasons(name);
     if reasons.is_empty() {
-        return Ok(Found::Ready(Box::new(Lab::new(
-            name,
-            read_record(&state_dir(name)).ok().flatten(),
-        ))));
+        return Ok(Found::Ready(Box::new(lab_of(name))));
     }
     Ok(Found::Stale {
         reason: reasons.join("; "),
@@ -166,4 +169,42 @@ pub(super) fn has_leftovers(name: &str) -> bool {
         dir.flatten()
             .any(|e| e.file_name() != std::ffi::OsStr::new(lock::LOCK_FILE))
     })
+}
+
+/// What a VM lab needs (LOCAL's namespace, the pins, LOCAL_IF up, the guest's qemu), once its
+/// record is complete.
+fn vm_unusable_reasons(name: &str, record: &LabRecord, vm: &vm::VmRecord) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let ns = local_ns(name);
+    if !netns::exists(&ns) {
+        reasons.push(format!("namespace `{ns}` is missing"));
+    } else if !record.owns(&ns) {
+        reasons.push(format!("namespace `{ns}` is not the one pmtu made"));
+    }
+    if !pin_dir(name).join(MAP_RULES_V4).exists() {
+        reasons.push(format!("no pinned maps in {}", pin_dir(name).display()));
+    }
+    if reasons.is_empty() {
+        let up = netlink_in(&ns, move |h| async move { link_is_up(&h, LOCAL_IF).await });
+        match up {
+            Ok(true) => {}
+            Ok(false) => reasons.push(format!("interface {LOCAL_IF} in `{ns}` is down")),
+            Err(e) => reasons.push(format!("{e:#}")),
+        }
+    }
+    if !vm::qemu::is_running(&vm::Files::new(&state_dir(name)).pidfile) {
+        reasons.push(format!(
+            "the guest (qemu pid {}) is not running",
+            vm.qemu_pid
+        ));
+    }
+    reasons
+}
+
+/// Lab `name` as its records describe it (a VM lab when it has a guest's record).
+fn lab_of(name: &str) -> Lab {
+    match super::vm_record(name) {
+        Some(vm) => Lab::new_vm(name, vm),
+        None => Lab::new(name, read_record(&state_dir(name)).ok().flatten()),
+    }
 }

@@ -1,4 +1,5 @@
-//! The built-in labs: LOCAL and REMOTE as two network namespaces of this machine.
+//! The built-in labs: LOCAL and REMOTE as two network namespaces of this machine, or REMOTE as
+//! a qemu guest booted from any kernel image (`--kernel`, [`vm`]) on a tap in LOCAL's namespace.
 //!
 //! `<name>-local` holds LOCAL_IF (`pmtu0`) with the XDP responder; `<name>-remote` holds its veth
 //! peer (`pmtu1`), REMOTE's routes to the fake nets via LOCAL, and REMOTE's services (chargen and
@@ -14,7 +15,9 @@
 //! State lives in `/run/pmtu/<name>/`: the lab's `lock` (see [`lock`]), its record (`lab.json`,
 //! see [`record`]: written first, marked complete last), a bpffs at `bpf/` holding the
 //! responder's pinned maps and XDP links, the service's record (`service.json`: PID, start time,
-//! command line), its log (`services.log`) and inetd's configuration (`inetd/inetd.conf`).
+//! command line), its log (`services.log`) and inetd's configuration (`inetd/inetd.conf`); for a
+//! VM lab, the guest's files instead of the service's (`vm.json`, `console.log`, `qemu.pid`,
+//! `ssh/`: see [`vm`]; built by [`vm_lab`]).
 //!
 //! The namespaces are made by [`crate::net::netns::add_recorded`]: each one's identity is in the record
 //! before it has its name, so a namespace of the lab's names is the lab's only if the record
@@ -31,6 +34,8 @@ pub mod record;
 pub mod service;
 pub mod status;
 pub mod teardown;
+pub mod vm;
+mod vm_lab;
 
 use std::{fs, os::fd::AsRawFd as _, path::PathBuf, time::Instant};
 
@@ -62,6 +67,7 @@ use service::{start_service, wait_for_services};
 pub use service::{ServiceChoice, ServiceKind, ServiceRecord, UpOptions};
 use teardown::clear;
 pub use teardown::{clear_traces, down, down_locked};
+pub use vm_lab::{up_vm, up_vm_locked};
 
 /// A lab that is up.
 #[derive(Clone, Debug)]
@@ -74,6 +80,10 @@ pub struct Lab {
     /// REMOTE's end of the veth pair.
     pub remote_if: String,
     pub service: Option<ServiceRecord>,
+    /// REMOTE is this qemu guest (a VM lab).
+    pub vm: Option<vm::VmRecord>,
+    /// How long the guest took, when this process booted it.
+    pub vm_times: Option<vm::BootTimes>,
 }
 
 impl Lab {
@@ -85,6 +95,26 @@ impl Lab {
             pin_dir: pin_dir(name),
             remote_if: REMOTE_IF.to_string(),
             service,
+            vm: None,
+            vm_times: None,
+        }
+    }
+
+    fn new_vm(name: &str, record: vm::VmRecord) -> Self {
+        Self {
+            topology: plan::vm_topology(name, &record.remote_ssh),
+            remote_if: "eth0".to_string(),
+            vm: Some(record),
+            ..Self::new(name, None)
+        }
+    }
+
+    /// `netns` (REMOTE is this machine's kernel in a namespace) or `vm` (a qemu guest).
+    pub fn kind(&self) -> &'static str {
+        if self.vm.is_some() {
+            "vm"
+        } else {
+            "netns"
         }
     }
 
@@ -112,6 +142,10 @@ impl Lab {
     }
 }
 
+/// The record of lab `name`'s guest, if it is a VM lab.
+pub fn vm_record(name: &str) -> Option<vm::VmRecord> {
+    vm::VmRecord::read(&state_dir(name)).ok().flatten()
+}
 /// Builds lab `name` (services chosen by PMTU_SERVICES), replacing a stale one of that name.
 pub fn up(name: &str, mode: AttachMode) -> Result<Lab> {
     up_with(name, mode, &UpOptions::from_env()?)
@@ -137,16 +171,8 @@ pub fn up_locked(
     let name = lock.name();
     let kind = options.services.resolve()?;
     refuse_foreign(name)?;
-    if exists(name) && (has_leftovers(name) || netns::exists(&local_ns(name))) {
-        log::info!("replacing the existing lab `{name}`");
-    }
-    clear(name, false).with_context(|| format!("removing the old lab `{name}` first"))?;
-    let state = state_dir(name);
-    let mut record = LabRecord::new(temporary);
-    record
-        .save(&state)
-        .with_context(|| format!("recording lab `{name}`"))?;
-    match build(name, mode, kind, options, &mut record) {
+    let record = begin(name, temporary)?;
+    match build(name, mode, kind, options, record) {
         Ok(lab) => Ok(lab),
         Err(e) => {
             if let Err(cleanup) = clear(name, true) {
@@ -157,53 +183,107 @@ pub fn up_locked(
     }
 }
 
+/// Removes whatever of lab `name` is there (the lock is held) and writes its new record, not
+/// yet complete.
+fn begin(name: &str, temporary: bool) -> Result<LabRecord> {
+    if exists(name) && (has_leftovers(name) || netns::exists(&local_ns(name))) {
+        log::info!("replacing the existing lab `{name}`");
+    }
+    clear(name, false).with_context(|| format!("removing the old lab `{name}` first"))?;
+    let record = LabRecord::new(temporary);
+    record
+        .save(&state_dir(name))
+        .with_context(|| format!("recording lab `{name}`"))?;
+    Ok(record)
+}
+
+/// Makes namespace `ns`, its identity in `record` before it has its name: a namespace of that
+/// name is this lab's only if its identity is recorded.
+fn add_namespace(ns: &str, record: &mut LabRecord, state: &std::path::Path) -> Result<()> {
+    netns::add_recorded(ns, |id| {
+        record.namespaces.push(MadeNamespace {
+            name: ns.to_string(),
+            inode: id.inode,
+            cookie: id.cookie,
+        });
+        record.save(state)
+    })?;
+    Ok(())
+}
+
+/// No DAD waits: the IPv6 addresses are usable at once. Set before any interface exists, so
+/// the interfaces inherit `default`. On LOCAL also no forwarding: LOCAL is a router only
+/// through its XDP program, its own stack forwards nothing.
+fn namespace_sysctls(ns: &str, local: bool) -> Result<()> {
+    let mut values = vec![
+        ("net/ipv6/conf/all/accept_dad", "0"),
+        ("net/ipv6/conf/default/accept_dad", "0"),
+    ];
+    // LOCAL is a router only through its XDP program: its own stack forwards nothing. But
+    // LOCAL_IF (made later, so from `default`, set after `all`, which resets it) says it is a
+    // router in its neighbour advertisements, as the router it plays would: Linux purges the
+    // IPv6 path MTUs it learned through a gateway not flagged as a router whenever its route
+    // garbage collection runs. What reaches LOCAL's stack for FAKE_NET6 still ends in the
+    // blackhole route.
+    if local {
+        values.extend([
+            ("net/ipv4/ip_forward", "0"),
+            ("net/ipv6/conf/all/forwarding", "0"),
+            ("net/ipv6/conf/default/forwarding", "1"),
+        ]);
+    }
+    write_sysctls(ns, &values)
+}
+
+/// LOCAL_IF's addresses and LOCAL's blackhole routes for the fake nets.
+async fn configure_local(h: &rtnetlink::Handle, t: &Topology) -> Result<()> {
+    set_up(h, "lo").await?;
+    set_up(h, LOCAL_IF).await?;
+    let index = link_index(h, LOCAL_IF).await?;
+    add_address(h, index, t.local_addr.into(), LINK_PREFIX_V4).await?;
+    add_address(h, index, t.local_addr6.into(), LINK_PREFIX_V6).await?;
+    // LOCAL's own stack never answers for the fake hosts.
+    for net in fake_nets(t) {
+        add_route(h, net, None, true).await?;
+    }
+    Ok(())
+}
+
+/// The responder on LOCAL_IF, pinned, with the routers' addresses and the fake nets observed.
+fn attach_responder(lab: &Lab, mode: AttachMode, pass_on: Option<(&str, &str)>) -> Result<()> {
+    let t = &lab.topology;
+    mount_bpffs(&lab.pin_dir)?;
+    let mut responder = Responder::load(Some(&lab.pin_dir))?;
+    responder.attach(Some(&lab.local_ns()), LOCAL_IF, mode)?;
+    if let Some((ns, iface)) = pass_on {
+        responder.attach_pass(Some(ns), iface)?;
+    }
+    responder.set_routers(t.local_addr, t.local_addr6)?;
+    // The fake hosts' traffic is reported and dropped even between scenarios.
+    for net in fake_nets(t) {
+        responder.set_rule(net, RuleSpec::observe())?;
+    }
+    // The pinned links keep the programs attached.
+    Ok(())
+}
+
 fn build(
     name: &str,
     mode: AttachMode,
     kind: ServiceKind,
     options: &UpOptions,
-    record: &mut LabRecord,
+    mut record: LabRecord,
 ) -> Result<Lab> {
     let mut lab = Lab::new(name, None);
     let (lns, rns) = (lab.local_ns(), lab.remote_ns());
     let t = lab.topology.clone();
     let started = Instant::now();
     let step = |what: &str| log::debug!("lab `{name}`: {what} after {:?}", started.elapsed());
-    // Each namespace is in the record before it has its name: a namespace of that name is this
-    // lab's only if its identity is recorded.
     for ns in [&lns, &rns] {
-        netns::add_recorded(ns, |id| {
-            record.namespaces.push(MadeNamespace {
-                name: ns.to_string(),
-                inode: id.inode,
-                cookie: id.cookie,
-            });
-            record.save(&lab.state_dir)
-        })?;
+        add_namespace(ns, &mut record, &lab.state_dir)?;
     }
-
-    // No DAD waits: the IPv6 addresses are usable at once. Set before any interface exists,
-    // so the interfaces inherit `default`.
-    let no_dad = [
-        ("net/ipv6/conf/all/accept_dad", "0"),
-        ("net/ipv6/conf/default/accept_dad", "0"),
-    ];
-    write_sysctls(&rns, &no_dad)?;
-    write_sysctls(&lns, &no_dad)?;
-    // LOCAL is a router only through its XDP program: its own stack forwards nothing. But
-    // LOCAL_IF (made below, so from `default`, set after `all`, which resets it) says it is a
-    // router in its neighbour advertisements, as the router it plays would: Linux purges the
-    // IPv6 path MTUs it learned through a gateway not flagged as a router whenever its route
-    // garbage collection runs. What reaches LOCAL's stack for FAKE_NET6 still ends in the
-    // blackhole route.
-    write_sysctls(
-        &lns,
-        &[
-            ("net/ipv4/ip_forward", "0"),
-            ("net/ipv6/conf/all/forwarding", "0"),
-            ("net/ipv6/conf/default/forwarding", "1"),
-        ],
-    )?;
+    namespace_sysctls(&rns, false)?;
+    namespace_sysctls(&lns, true)?;
 
     let remote_fd = fs::File::open(netns::path(&rns))
         .with_context(|| format!("opening network namespace `{rns}`"))?;
@@ -229,14 +309,7 @@ fn build(
             )
         })?;
         drop(remote_fd);
-        let index = link_index(&h, LOCAL_IF).await?;
-        add_address(&h, index, t_local.local_addr.into(), LINK_PREFIX_V4).await?;
-        add_address(&h, index, t_local.local_addr6.into(), LINK_PREFIX_V6).await?;
-        // LOCAL's own stack never answers for the fake hosts.
-        for net in fake_nets(&t_local) {
-            add_route(&h, net, None, true).await?;
-        }
-        Ok(())
+        configure_local(&h, &t_local).await
     })
     .with_context(|| format!("configuring LOCAL (namespace `{lns}`)"))?;
 
@@ -267,17 +340,7 @@ fn build(
     .with_context(|| format!("configuring REMOTE (namespace `{rns}`)"))?;
 
     step("namespaces, links, addresses and routes");
-    mount_bpffs(&lab.pin_dir)?;
-    let mut responder = Responder::load(Some(&lab.pin_dir))?;
-    responder.attach(Some(&lns), LOCAL_IF, mode)?;
-    responder.attach_pass(Some(&rns), REMOTE_IF)?;
-    responder.set_routers(t.local_addr, t.local_addr6)?;
-    // The fake hosts' traffic is reported and dropped even between scenarios.
-    for net in fake_nets(&t) {
-        responder.set_rule(net, RuleSpec::observe())?;
-    }
-    // The pinned links keep the programs attached.
-    drop(responder);
+    attach_responder(&lab, mode, Some((&rns, REMOTE_IF)))?;
 
     let serve_exe = match &options.serve_exe {
         Some(exe) => exe.clone(),
@@ -325,6 +388,12 @@ impl TempLab {
     /// Builds a temporary lab under a lock already held.
     pub fn up_locked(lock: LabLock, mode: AttachMode, options: &UpOptions) -> Result<Self> {
         let lab = up_locked(&lock, mode, options, true)?;
+        Ok(Self { lab, lock })
+    }
+
+    /// A temporary VM lab (`--kernel`) under a lock already held.
+    pub fn up_vm_locked(lock: LabLock, mode: AttachMode, options: &vm::VmOptions) -> Result<Self> {
+        let lab = up_vm_locked(&lock, mode, options, true)?;
         Ok(Self { lab, lock })
     }
 }

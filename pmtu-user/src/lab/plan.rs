@@ -113,6 +113,31 @@ pub fn topology(name: &str) -> Topology {
     }
 }
 
+/// The variables of lab `name` when REMOTE is a qemu guest: the same addresses, LOCAL_IF a tap,
+/// no REMOTE namespace, REMOTE_SSH through the lab's own ssh configuration.
+pub fn vm_topology(name: &str, remote_ssh: &str) -> Topology {
+    Topology {
+        remote_ssh: Some(remote_ssh.to_string()),
+        remote_netns: None,
+        ..topology(name)
+    }
+}
+
+/// The guest's side of the link, for its kernel command line.
+pub fn guest_net() -> super::vm::GuestNet {
+    super::vm::GuestNet {
+        remote_mac: REMOTE_MAC,
+        remote_addr: REMOTE_ADDR,
+        remote_prefix: LINK_PREFIX_V4,
+        remote_addr6: REMOTE_ADDR6,
+        remote_prefix6: LINK_PREFIX_V6,
+        local_addr: LOCAL_ADDR,
+        local_addr6: LOCAL_ADDR6,
+        fake_net: FAKE_NET,
+        fake_net6: FAKE_NET6,
+    }
+}
+
 /// REMOTE's chargen data toward `dst` as LOCAL_IF receives it: TCP 19 -> 40000, seq 1000,
 /// ack 1, a counting payload, IP length `ip_len`, from REMOTE_MAC to LOCAL_MAC.
 pub fn data_segment(src: IpAddr, dst: IpAddr, ip_len: usize) -> Result<Vec<u8>> {

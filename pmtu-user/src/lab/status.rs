@@ -22,7 +22,7 @@ use super::{
     plan::{self, local_ns, pin_dir, remote_ns, state_dir, validate_name, CHARGEN_PORT, ECHO_PORT},
     record::LabRecord,
     service::{is_ours, read_record, ServiceKind},
-    unusable_reasons,
+    unusable_reasons, vm,
 };
 use crate::{
     config::{format_mac, Mac, Topology},
@@ -49,10 +49,21 @@ pub struct LabStatus {
     pub topology: Topology,
     pub namespaces: Vec<NamespaceStatus>,
     pub service: Option<ServiceStatus>,
+    /// REMOTE as a qemu guest (a VM lab).
+    pub vm: Option<VmStatus>,
     pub rules: Vec<RuleStatus>,
     pub counters: Vec<CounterStatus>,
     /// What could not be read.
     pub problems: Vec<String>,
+}
+
+/// A VM lab's guest.
+#[derive(Debug, Serialize)]
+pub struct VmStatus {
+    #[serde(flatten)]
+    pub record: vm::VmRecord,
+    /// qemu still runs.
+    pub alive: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -131,7 +142,15 @@ pub fn status_report(name: &str) -> Result<LabStatus> {
     if !exists(name) {
         bail!("no lab `{name}`: run `pmtu lab up --lab {name}`");
     }
-    let topology = plan::topology(name);
+    let record = vm::VmRecord::read(&state_dir(name)).ok().flatten();
+    let topology = match &record {
+        Some(r) => plan::vm_topology(name, &r.remote_ssh),
+        None => plan::topology(name),
+    };
+    let vm = record.map(|record| VmStatus {
+        alive: vm::qemu::is_running(&vm::Files::new(&state_dir(name)).pidfile),
+        record,
+    });
     let mut problems = Vec::new();
     let names: Vec<(u32, String)> = aya::programs::loaded_programs()
         .filter_map(|p| p.ok())
@@ -142,7 +161,11 @@ pub fn status_report(name: &str) -> Result<LabStatus> {
         topology.fake_net_addr6.into(),
     ];
     let mut namespaces = Vec::new();
-    for (role, ns) in [("LOCAL", local_ns(name)), ("REMOTE", remote_ns(name))] {
+    let mut roles = vec![("LOCAL", local_ns(name))];
+    if vm.is_none() {
+        roles.push(("REMOTE", remote_ns(name)));
+    }
+    for (role, ns) in roles {
         let mut status = NamespaceStatus {
             role,
             exists: netns::exists(&ns),
@@ -248,6 +271,7 @@ pub fn status_report(name: &str) -> Result<LabStatus> {
         topology,
         namespaces,
         service,
+        vm,
         rules,
         counters,
         problems,
@@ -534,9 +558,33 @@ pub fn status(name: &str) -> Result<String> {
                 }
             );
         }
+        None if s.vm.is_some() => {}
         None => {
             let _ = writeln!(out, "services: none recorded");
         }
+    }
+    if let Some(v) = &s.vm {
+        let r = &v.record;
+        let _ = writeln!(
+            out,
+            "REMOTE a qemu guest ({}, pid {} {}): kernel {} from {}",
+            r.accel,
+            r.qemu_pid,
+            if v.alive { "running" } else { "NOT RUNNING" },
+            r.release,
+            r.image
+        );
+        let _ = writeln!(out, "  booted {}", r.boot_image.display());
+        if let Some(m) = &r.modules {
+            let _ = writeln!(out, "  modules {}", m.display());
+        }
+        let _ = writeln!(out, "  console {}", r.console.display());
+        let _ = writeln!(
+            out,
+            "  log in: ip netns exec {} ssh {}",
+            local_ns(&s.name),
+            r.remote_ssh
+        );
     }
     if !s.rules.is_empty() {
         let _ = writeln!(out, "XDP rules:");

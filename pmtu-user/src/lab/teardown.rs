@@ -11,7 +11,7 @@ use super::{
     plan::{local_ns, pin_dir, remote_ns, state_dir, validate_name},
     record::LabRecord,
     service::{self, stop_service},
-    Lab,
+    vm, Lab,
 };
 use crate::{net::netns, xdp::responder::RuleSpec};
 
@@ -31,6 +31,10 @@ pub fn clear_traces(lab: &Lab) -> Result<()> {
     }
     for prefix in defaults {
         responder.set_rule(prefix, RuleSpec::observe())?;
+    }
+    if lab.vm.is_some() {
+        // The guest has no `ss`; its connections end with its chargen's peer gone.
+        return Ok(());
     }
     for net in defaults {
         let filter = net.to_string();
@@ -74,6 +78,10 @@ pub(super) fn clear(name: &str, remove_lock_file: bool) -> Result<()> {
         }
     };
     if let Err(e) = stop_service(&state) {
+        problems.push(format!("{e:#}"));
+    }
+    // A VM lab's guest, by its recorded PID (qemu also runs in LOCAL's namespace, below).
+    if let Err(e) = vm::stop_stale(&state) {
         problems.push(format!("{e:#}"));
     }
     // What the record does not know about: an inetd whose record was lost, the service's

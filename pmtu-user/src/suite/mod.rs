@@ -103,6 +103,16 @@ impl Ctx {
         .run(program, args)
     }
 
+    /// Runs a shell script on REMOTE in one round trip (over ssh, each command costs one).
+    pub fn remote_script(&self, script: &str) -> Result<String> {
+        Remote::new(
+            self.topo.remote_netns.as_deref(),
+            self.topo.remote_ssh.as_deref(),
+            self.topo.local_netns.as_deref(),
+        )?
+        .run_script(script)
+    }
+
     /// Runs a command on LOCAL.
     pub fn local(&self, program: &str, args: &[&str]) -> Result<String> {
         netns::run(self.topo.local_netns.as_deref(), program, args)
@@ -153,10 +163,8 @@ impl Ctx {
         }
         match self.profile.name {
             ProfileName::Linux => {
-                for args in [v4, v6] {
-                    self.remote("ip", args)
-                        .context("flushing REMOTE's route cache")?;
-                }
+                self.remote_script("ip route flush cache && ip -6 route flush cache")
+                    .context("flushing REMOTE's route cache")?;
             }
             ProfileName::Openbsd => {
                 // PMTUs live in dynamic host routes; "not in table" is fine.

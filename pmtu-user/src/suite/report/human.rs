@@ -1,7 +1,7 @@
 //! One line per scenario, a `why:` line for a FAIL, a `could not test:` line for an ERROR.
 use std::io::{self, Write};
 
-use super::{details, Outcome, Summary, Verdict};
+use super::{details, Outcome, Summary, Target, Verdict};
 
 pub fn outcome(out: &mut impl Write, o: &Outcome) -> io::Result<()> {
     let verdict = match o.verdict {
@@ -29,4 +29,8 @@ pub fn outcome(out: &mut impl Write, o: &Outcome) -> io::Result<()> {
 
 pub fn summary(out: &mut impl Write, s: &Summary) -> io::Result<()> {
     writeln!(out, "{}", s.counts())
+}
+
+pub fn target(out: &mut impl Write, kernel: &str, t: &Target) -> io::Result<()> {
+    writeln!(out, "REMOTE: kernel {kernel} ({})", t.description)
 }

@@ -28,8 +28,32 @@ pub enum Format {
     Tap,
 }
 
-/// The counts of a run.
-#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+/// What the run was against: the kind of lab and the kernel under test.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// `netns` (the built-in lab: this machine's kernel), `vm` (a qemu guest) or `remote`
+    /// (a real REMOTE from the environment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lab: Option<String>,
+    /// REMOTE's `uname -r`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_kernel: Option<String>,
+    /// Time spent making a lab for this run before the first scenario (none for a lab that
+    /// was up already).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup_ms: Option<u64>,
+    /// A guest booted for this run: qemu's start to READY on its console, then the ssh login.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_to_ready_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_login_ms: Option<u64>,
+    /// For people: where REMOTE is (not in the JSON).
+    #[serde(skip)]
+    pub description: String,
+}
+
+/// The counts of a run, and what it was against (in the JSON object only).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     #[serde(rename = "type")]
     kind: &'static str,
@@ -39,6 +63,8 @@ pub struct Summary {
     /// Scenarios that could not test REMOTE (verdict `error`).
     pub errors: usize,
     pub duration_ms: u64,
+    #[serde(flatten)]
+    pub target: Target,
 }
 
 impl Summary {
@@ -51,7 +77,14 @@ impl Summary {
             skipped: count(Verdict::Skip),
             errors: count(Verdict::Error),
             duration_ms,
+            target: Target::default(),
         }
+    }
+
+    /// The summary naming what the run was against.
+    pub fn with_target(mut self, target: Target) -> Self {
+        self.target = target;
+        self
     }
 
     /// `7 passed, 1 failed` and `, N skipped`, `, N error(s)` when there are any.
@@ -105,6 +138,16 @@ impl<W: Write> Reporter<W> {
         let r = match self.format {
             Format::Tap => tap::header(&mut self.out, planned),
             Format::Human | Format::Json => Ok(()),
+        };
+        self.done(r);
+    }
+
+    /// Before the first scenario, for people: `REMOTE: kernel 6.1.0-56-amd64 (...)` (JSON
+    /// carries the same in the summary, KTAP nothing).
+    pub fn target(&mut self, target: &Target) {
+        let r = match (self.format, &target.remote_kernel) {
+            (Format::Human, Some(kernel)) => human::target(&mut self.out, kernel, target),
+            _ => Ok(()),
         };
         self.done(r);
     }

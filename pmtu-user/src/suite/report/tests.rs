@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{html, ladder, Format, Reporter, Summary};
+use super::{html, ladder, Format, Reporter, Summary, Target};
 use crate::suite::{
     capture::{Frame, FrameKind},
     Outcome, Verdict,
@@ -284,4 +284,35 @@ fn utc_dates_match_the_calendar() {
         html::utc_text(Duration::from_secs(4_102_444_799)),
         "2099-12-31 23:59:59 UTC"
     );
+}
+
+#[test]
+fn the_target_names_the_kernel_under_test() {
+    let target = Target {
+        lab: Some("vm".into()),
+        remote_kernel: Some("6.1.0-56-amd64".into()),
+        boot_to_ready_ms: Some(4321),
+        description: "a qemu guest booted from debian, lab `pmtu`".into(),
+        ..Target::default()
+    };
+    let written = |format: Format| {
+        let mut r = Reporter::new(format, Vec::new());
+        r.target(&target);
+        r.finish(&Summary::of(&[], 10).with_target(target.clone()), None);
+        String::from_utf8(r.into_inner()).unwrap()
+    };
+    let json = written(Format::Json);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["remote_kernel"], "6.1.0-56-amd64");
+    assert_eq!(v["lab"], "vm");
+    assert_eq!(v["boot_to_ready_ms"], 4321);
+    assert!(v.get("description").is_none(), "{json}");
+    assert!(v.get("ssh_login_ms").is_none(), "{json}");
+    // Human output names the kernel first; the summary line stays as it was.
+    assert_eq!(
+        written(Format::Human),
+        "REMOTE: kernel 6.1.0-56-amd64 (a qemu guest booted from debian, lab `pmtu`)\n\
+         0 passed, 0 failed\n"
+    );
+    assert!(!written(Format::Tap).contains("6.1.0"));
 }

@@ -1,0 +1,794 @@
+//! The kernel under test: what IMAGE names, the file qemu boots, and the modules beside it.
+//!
+//! IMAGE is a bzImage, an ELF vmlinux, a Debian linux-image .deb (unpacked, never installed), or
+//! the word `debian`: Debian's current kernel for this release (the package linux-image-amd64
+//! depends on), fetched with `apt-get download` once. Everything derived lives in the cache
+//! ([`cache_root`]):
+//!
+//! - `kernels/<package>/`: an unpacked Debian kernel package (`boot/vmlinuz-*`,
+//!   `lib/modules/<release>/` with a modules.dep from `depmod -b`), complete when `.complete`
+//!   exists; `kernels/debian` is a symlink to the package `debian` resolved to.
+//!   `cargo xtask setup` makes the same layout.
+//! - `vmlinux/<sha256 of the bzImage>.elf`: the uncompressed kernel from a bzImage. Under TCG
+//!   booting it (through its PVH entry) instead of the bzImage saves the seconds the guest would
+//!   spend decompressing itself.
+use std::{
+    fs,
+    io::{self, Read as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::UNIX_EPOCH,
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use sha2::{Digest as _, Sha256};
+
+use super::elf;
+
+/// The Debian metapackage whose dependency is "Debian's current kernel".
+pub const DEBIAN_METAPACKAGE: &str = "linux-image-amd64";
+/// What IMAGE may be, for messages.
+pub const IMAGE_FORMS: &str =
+    "IMAGE is a bzImage, an ELF vmlinux, a Debian linux-image .deb, or `debian`";
+
+/// pmtu's cache: `$PMTU_CACHE`, else `$HOME/.cache/pmtu` (`/root/.cache/pmtu` without HOME).
+pub fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PMTU_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/pmtu")
+}
+
+/// A kernel ready to boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kernel {
+    /// What qemu's `-kernel` gets: an ELF vmlinux with a PVH entry, or the bzImage.
+    pub boot_image: PathBuf,
+    /// The release (`uname -r`) as the image states it.
+    pub release: String,
+    /// `lib/modules/<release>` with a modules.dep; `None`: no modules (all built in, or the
+    /// guest finds out).
+    pub modules: Option<PathBuf>,
+}
+
+/// What a file's first bytes say it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    BzImage,
+    Elf,
+    Deb,
+}
+
+/// Recognises a bzImage (the `HdrS` boot header), an ELF file or a Debian package (an ar
+/// archive).
+pub fn detect(head: &[u8]) -> Option<Format> {
+    if head.len() >= 0x206 && &head[0x202..0x206] == b"HdrS" {
+        Some(Format::BzImage)
+    } else if elf::is_elf(head) {
+        Some(Format::Elf)
+    } else if head.starts_with(b"!<arch>\n") {
+        Some(Format::Deb)
+    } else {
+        None
+    }
+}
+
+/// Resolves IMAGE and `--modules` to a bootable kernel; `progress` gets one line per slow
+/// step (a download, an unpack, a decompression).
+pub fn resolve(
+    image: &str,
+    modules: Option<&Path>,
+    cache: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Kernel> {
+    if image.trim().is_empty() {
+        bail!("--kernel needs a value: {IMAGE_FORMS}");
+    }
+    if image == "debian" {
+        let root = debian(cache, progress)?;
+        return from_tree(&root, modules, cache, progress);
+    }
+    let path = Path::new(image);
+    let meta = fs::metadata(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => anyhow!("{image}: no such file ({IMAGE_FORMS})"),
+        _ => anyhow!("{image}: {e}"),
+    })?;
+    if meta.is_dir() {
+        bail!("{image} is a directory: {IMAGE_FORMS}");
+    }
+    let mut head = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(4096).read_to_end(&mut head))
+        .with_context(|| format!("reading {image}"))?;
+    match detect(&head) {
+        Some(Format::Deb) => {
+            let root = unpack_user_deb(path, cache, progress)?;
+            from_tree(&root, modules, cache, progress)
+        }
+        Some(Format::BzImage) => from_bzimage(path, modules, cache, progress),
+        Some(Format::Elf) => from_elf(path, modules),
+        None => bail!(
+            "{image} is not a kernel image: no bzImage boot header, not ELF, not a Debian \
+             package ({IMAGE_FORMS})"
+        ),
+    }
+}
+
+fn from_bzimage(
+    path: &Path,
+    modules: Option<&Path>,
+    cache: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Kernel> {
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let header = BzHeader::parse(&data).ok_or_else(|| {
+        anyhow!(
+            "{}: a corrupt bzImage (its boot header is cut short)",
+            path.display()
+        )
+    })?;
+    let release = header.release.clone().ok_or_else(|| {
+        anyhow!(
+            "{}: the bzImage states no kernel release (boot protocol before 2.0?)",
+            path.display()
+        )
+    })?;
+    let boot_image = vmlinux_for(path, &data, &header, cache, progress)?;
+    let modules = modules_for(path, &release, modules)?;
+    Ok(Kernel {
+        boot_image,
+        release,
+        modules,
+    })
+}
+
+fn from_elf(path: &Path, modules: Option<&Path>) -> Result<Kernel> {
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let pvh = elf::has_pvh_note(&data)
+        .map_err(|e| anyhow!("{}: not a kernel ELF image: {e}", path.display()))?;
+    if !pvh {
+        bail!(
+            "{}: this ELF vmlinux has no PVH entry note (CONFIG_PVH), so qemu cannot boot it; \
+             give the bzImage (arch/x86/boot/bzImage) instead",
+            path.display()
+        );
+    }
+    let release = banner_release(&data).ok_or_else(|| {
+        anyhow!(
+            "{}: no \"Linux version\" banner in this ELF file: not a kernel",
+            path.display()
+        )
+    })?;
+    let modules = modules_for(path, &release, modules)?;
+    Ok(Kernel {
+        boot_image: path.to_path_buf(),
+        release,
+        modules,
+    })
+}
+
+/// A kernel from an unpacked package tree: `boot/vmlinuz-<release>` and
+/// `lib/modules/<release>`.
+fn from_tree(
+    root: &Path,
+    modules: Option<&Path>,
+    cache: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Kernel> {
+    let (vmlinuz, _) = tree_kernel(root)?;
+    let kernel = from_bzimage(&vmlinuz, modules, cache, progress)?;
+    if kernel.modules.is_none() {
+        bail!(
+            "{}: no modules for {} in the package (lib/modules/{}/modules.dep)",
+            root.display(),
+            kernel.release,
+            kernel.release
+        );
+    }
+    Ok(kernel)
+}
+
+/// The one `boot/vmlinuz-*` of an unpacked package and its release.
+fn tree_kernel(root: &Path) -> Result<(PathBuf, String)> {
+    let boot = root.join("boot");
+    let mut found = Vec::new();
+    if let Ok(entries) = fs::read_dir(&boot) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(release) = name.strip_prefix("vmlinuz-") {
+                found.push((entry.path(), release.to_string()));
+            }
+        }
+    }
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => bail!(
+            "{} holds no boot/vmlinuz-*: not a linux-image package",
+            root.display()
+        ),
+        _ => bail!(
+            "{} holds more than one kernel: {}",
+            root.display(),
+            found
+                .iter()
+                .map(|(_, r)| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// bzImage.
+
+/// The parts of the x86 boot header (Documentation/arch/x86/boot.rst) this needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BzHeader {
+    /// The release, from the `kernel_version` string.
+    pub release: Option<String>,
+    /// Offset and length of the compressed kernel in the file (protocol 2.08 and later).
+    pub payload: Option<(usize, usize)>,
+}
+
+impl BzHeader {
+    pub fn parse(data: &[u8]) -> Option<BzHeader> {
+        if data.len() < 0x250 || &data[0x202..0x206] != b"HdrS" {
+            return None;
+        }
+        let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]);
+        let u32_at =
+            |o: usize| u32::from_le_bytes([data[o], data[o + 1], data[o + 2], data[o + 3]]);
+        let protocol = u16_at(0x206);
+        let release = match u16_at(0x20e) as usize {
+            0 => None,
+            ptr => data.get(ptr + 0x200..).and_then(|text| {
+                let end = text.iter().position(|b| *b == 0 || *b == b' ')?;
+                let release = std::str::from_utf8(&text[..end]).ok()?;
+                (!release.is_empty()).then(|| release.to_string())
+            }),
+        };
+        let payload = (protocol >= 0x208).then(|| {
+            let setup_sects = match data[0x1f1] {
+                0 => 4,
+                n => n as usize,
+            };
+            let start = (setup_sects + 1) * 512 + u32_at(0x248) as usize;
+            (start, u32_at(0x24c) as usize)
+        });
+        let payload = payload.filter(|(start, len)| {
+            start
+                .checked_add(*len)
+                .is_some_and(|end| *len > 0 && end <= data.len())
+        });
+        Some(BzHeader { release, payload })
+    }
+}
+
+/// How a bzImage's payload is compressed, from its magic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Xz,
+    Gzip,
+    /// zstd, lz4, lzma, lzo, bzip2: booted as the bzImage.
+    Other,
+}
+
+pub fn compression(payload: &[u8]) -> Compression {
+    if payload.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Compression::Xz
+    } else if payload.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else {
+        Compression::Other
+    }
+}
+
+/// The payload of a bzImage: from the header, else found by the xz magic.
+fn payload<'a>(data: &'a [u8], header: &BzHeader) -> Option<&'a [u8]> {
+    if let Some((start, len)) = header.payload {
+        return Some(&data[start..start + len]);
+    }
+    let magic = [0xfd, b'7', b'z', b'X', b'Z', 0];
+    let at = data.windows(magic.len()).position(|w| w == magic)?;
+    Some(&data[at..])
+}
+
+/// Decompresses the kernel from a bzImage's payload; `Ok(None)` for a compression this does
+/// not read.
+pub fn decompress(payload: &[u8]) -> Result<Option<Vec<u8>>> {
+    let mut out = Vec::with_capacity(payload.len() * 5);
+    match compression(payload) {
+        // Both decoders stop at the end of the first stream: the kernel's build appends the
+        // uncompressed size after it.
+        Compression::Xz => liblzma::read::XzDecoder::new(payload)
+            .read_to_end(&mut out)
+            .context("its xz payload does not decompress")?,
+        Compression::Gzip => flate2::read::GzDecoder::new(payload)
+            .read_to_end(&mut out)
+            .context("its gzip payload does not decompress")?,
+        Compression::Other => return Ok(None),
+    };
+    Ok(Some(out))
+}
+
+/// The file to boot for a bzImage: its vmlinux from the cache (extracted now if need be), or
+/// the bzImage itself when the payload is not xz or gzip or the kernel has no PVH entry.
+fn vmlinux_for(
+    path: &Path,
+    data: &[u8],
+    header: &BzHeader,
+    cache: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
+    let dir = cache.join("vmlinux");
+    let key = hex(&Sha256::digest(data)[..16]);
+    let elf_path = dir.join(format!("{key}.elf"));
+    let none_path = dir.join(format!("{key}.bzimage-only"));
+    if elf_path.exists() {
+        return Ok(elf_path);
+    }
+    if none_path.exists() {
+        return Ok(path.to_path_buf());
+    }
+    let corrupt = |why: String| anyhow!("{}: a corrupt kernel image: {why}", path.display());
+    let payload = payload(data, header)
+        .ok_or_else(|| corrupt("its boot header points outside the file".to_string()))?;
+    let comp = compression(payload);
+    if comp != Compression::Other {
+        progress(&format!(
+            "extracting the uncompressed kernel from {} (once; it boots faster)",
+            path.display()
+        ));
+    }
+    let vmlinux = decompress(payload).map_err(|e| corrupt(format!("{e:#}")))?;
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let usable = match &vmlinux {
+        Some(v) => {
+            if !elf::is_elf(v) {
+                return Err(corrupt(
+                    "its payload decompresses to something that is not ELF".to_string(),
+                ));
+            }
+            elf::has_pvh_note(v).map_err(|e| corrupt(format!("{e:#}")))?
+        }
+        None => false,
+    };
+    match vmlinux {
+        Some(v) if usable => {
+            write_atomic(&elf_path, &v)?;
+            Ok(elf_path)
+        }
+        _ => {
+            log::info!(
+                "{}: booting the bzImage itself (payload {comp:?}, or no PVH entry)",
+                path.display()
+            );
+            write_atomic(&none_path, b"")?;
+            Ok(path.to_path_buf())
+        }
+    }
+}
+
+/// The release in a kernel's `Linux version <release> (...)` banner.
+pub fn banner_release(data: &[u8]) -> Option<String> {
+    let needle = b"Linux version ";
+    let mut from = 0;
+    while let Some(at) = data[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+    {
+        let rest = &data[at + needle.len()..];
+        let end = rest
+            .iter()
+            .position(|b| *b == b' ' || *b == 0)
+            .unwrap_or(rest.len());
+        let release = &rest[..end];
+        // The banner's format string ("Linux version %s") also occurs; a real release starts
+        // with a digit.
+        if release.first().is_some_and(u8::is_ascii_digit) {
+            if let Ok(r) = std::str::from_utf8(release) {
+                return Some(r.to_string());
+            }
+        }
+        from = at + needle.len();
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Modules.
+
+/// The modules directory for `release`: from `--modules DIR` (which must have them), else
+/// beside the image (`../lib/modules/<release>` of `boot/vmlinuz-*`, or `lib/modules/<release>`
+/// next to it); `None` when there are none beside it.
+fn modules_for(image: &Path, release: &str, given: Option<&Path>) -> Result<Option<PathBuf>> {
+    if let Some(dir) = given {
+        return modules_in(dir, release).map(Some);
+    }
+    let dir = image.parent().unwrap_or(Path::new("."));
+    for candidate in [
+        dir.join("../lib/modules").join(release),
+        dir.join("lib/modules").join(release),
+    ] {
+        if candidate.join("modules.dep").exists() {
+            return Ok(Some(fs::canonicalize(&candidate).unwrap_or(candidate)));
+        }
+    }
+    log::info!(
+        "no modules for {release} beside {}: the kernel must have virtio_net built in",
+        image.display()
+    );
+    Ok(None)
+}
+
+/// `DIR` itself, `DIR/lib/modules/<release>` or `DIR/<release>`, whichever has a modules.dep.
+pub fn modules_in(dir: &Path, release: &str) -> Result<PathBuf> {
+    if !dir.is_dir() {
+        bail!("--modules {}: no such directory", dir.display());
+    }
+    let candidates = [
+        dir.to_path_buf(),
+        dir.join("lib/modules").join(release),
+        dir.join(release),
+    ];
+    if let Some(found) = candidates.iter().find(|c| c.join("modules.dep").exists()) {
+        return Ok(found.clone());
+    }
+    let others: Vec<String> = fs::read_dir(dir.join("lib/modules"))
+        .or_else(|_| fs::read_dir(dir))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().join("modules.dep").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let hint = if others.is_empty() {
+        format!(
+            "`make modules_install INSTALL_MOD_PATH={0}` installs them there, `depmod -b {0} \
+             {release}` writes modules.dep",
+            dir.display()
+        )
+    } else {
+        format!("it has modules for {} only", others.join(", "))
+    };
+    bail!(
+        "--modules {}: no modules for kernel {release} (no modules.dep in it, in \
+         lib/modules/{release} or in {release}); {hint}",
+        dir.display()
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Debian packages.
+
+/// The unpacked tree of Debian's current kernel, fetched on first use.
+fn debian(cache: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let kernels = cache.join("kernels");
+    let link = kernels.join("debian");
+    if let Ok(target) = fs::read_link(&link) {
+        let dir = kernels.join(target);
+        if dir.join(".complete").exists() {
+            return Ok(dir);
+        }
+    }
+    let package = debian_package()?;
+    let dir = kernels.join(&package);
+    if !dir.join(".complete").exists() {
+        progress(&format!(
+            "fetching Debian's kernel {package} with apt-get download into {} (once)",
+            kernels.display()
+        ));
+        let tmp = temp_sibling(&dir);
+        fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let result = (|| {
+            command_ok(
+                Command::new("apt-get")
+                    .args(["download", "-q", "-o", "APT::Sandbox::User=root", &package])
+                    .current_dir(&tmp),
+                "apt-get download",
+                "is apt installed, and has `apt-get update` run?",
+            )?;
+            let deb = fs::read_dir(&tmp)?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "deb"))
+                .ok_or_else(|| anyhow!("apt-get download left no .deb in {}", tmp.display()))?;
+            unpack_deb(&deb, &tmp.join("root"), progress)?;
+            fs::remove_file(&deb).with_context(|| format!("removing {}", deb.display()))
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e.context(format!("fetching {package}")));
+        }
+        install_tree(&tmp.join("root"), &dir)?;
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    let tmp_link = temp_sibling(&link);
+    std::os::unix::fs::symlink(&package, &tmp_link)
+        .and_then(|()| fs::rename(&tmp_link, &link))
+        .with_context(|| format!("linking {} to {package}", link.display()))?;
+    Ok(dir)
+}
+
+/// The package `linux-image-amd64` depends on (e.g. linux-image-6.1.0-56-amd64).
+fn debian_package() -> Result<String> {
+    let out = Command::new("apt-cache")
+        .args(["depends", DEBIAN_METAPACKAGE])
+        .stdin(Stdio::null())
+        .output()
+        .context(
+            "running apt-cache: `--kernel debian` fetches Debian's kernel with apt; on another \
+             system give a kernel image",
+        )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|p| p.starts_with("linux-image-"))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            anyhow!(
+                "apt-cache knows no kernel behind {DEBIAN_METAPACKAGE} ({}): run `apt-get update`",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })
+}
+
+/// A user's .deb, unpacked into the cache (keyed by its path, size and mtime).
+fn unpack_user_deb(deb: &Path, cache: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let meta = fs::metadata(deb)?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let abs = fs::canonicalize(deb).unwrap_or_else(|_| deb.to_path_buf());
+    let key = hex(&Sha256::digest(format!("{}\0{}\0{mtime}", abs.display(), meta.len()))[..8]);
+    let dir = cache.join("kernels").join(format!("deb-{key}"));
+    if dir.join(".complete").exists() {
+        return Ok(dir);
+    }
+    let tmp = temp_sibling(&dir);
+    let result = unpack_deb(deb, &tmp, progress);
+    if let Err(e) = result {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    install_tree(&tmp, &dir)?;
+    Ok(dir)
+}
+
+/// `dpkg-deb -x` into `dest`, then `depmod -b` for the modules (the package has no
+/// modules.dep; the postinst that would write one never runs).
+fn unpack_deb(deb: &Path, dest: &Path, progress: &mut dyn FnMut(&str)) -> Result<()> {
+    progress(&format!("unpacking {} (once)", deb.display()));
+    fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    command_ok(
+        Command::new("dpkg-deb").arg("-x").arg(deb).arg(dest),
+        "dpkg-deb -x",
+        "is dpkg installed, and is this a Debian package?",
+    )
+    .with_context(|| format!("unpacking {}", deb.display()))?;
+    let (_, release) = tree_kernel(dest).with_context(|| deb.display().to_string())?;
+    if dest.join("lib/modules").join(&release).is_dir() {
+        command_ok(
+            Command::new("depmod").arg("-b").arg(dest).arg(&release),
+            "depmod -b",
+            "`apt-get install kmod`",
+        )?;
+    }
+    Ok(())
+}
+
+/// Moves a finished tree into place and marks it complete; a tree another run finished first
+/// wins.
+fn install_tree(tmp: &Path, dir: &Path) -> Result<()> {
+    fs::write(tmp.join(".complete"), "")?;
+    if let Err(e) = fs::rename(tmp, dir) {
+        if dir.join(".complete").exists() {
+            let _ = fs::remove_dir_all(tmp);
+            return Ok(());
+        }
+        return Err(e).with_context(|| format!("moving {} to {}", tmp.display(), dir.display()));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+fn command_ok(cmd: &mut Command, what: &str, hint: &str) -> Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => anyhow!("`{what}`: not installed ({hint})"),
+            _ => anyhow!("`{what}`: {e}"),
+        })?;
+    if !out.status.success() {
+        bail!(
+            "`{what}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `path` with `.tmp-<pid>-<n>` appended: a name no other run or thread uses.
+pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes a file under a temporary name and renames it into place.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = temp_sibling(path);
+    fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    /// A minimal bzImage: boot header with protocol 2.15, a kernel_version string and a
+    /// payload.
+    fn fake_bzimage(release: &str, payload: &[u8]) -> Vec<u8> {
+        let setup_sects = 1u8;
+        let mut data = vec![0u8; 1024];
+        data[0x1f1] = setup_sects;
+        data[0x202..0x206].copy_from_slice(b"HdrS");
+        data[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        let version_at = 0x300;
+        data[0x20e..0x210].copy_from_slice(&((version_at - 0x200) as u16).to_le_bytes());
+        let text = format!("{release} (builder@host) #1 SMP\0");
+        data[version_at..version_at + text.len()].copy_from_slice(text.as_bytes());
+        let pm_start = (setup_sects as usize + 1) * 512;
+        data[0x248..0x24c].copy_from_slice(&16u32.to_le_bytes());
+        data[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        data.resize(pm_start + 16, 0);
+        data.extend_from_slice(payload);
+        data.extend_from_slice(&[0xaa; 4]);
+        data
+    }
+
+    fn xz(data: &[u8]) -> Vec<u8> {
+        let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        enc.write_all(data).unwrap();
+        let mut out = enc.finish().unwrap();
+        // What the kernel's build appends: the uncompressed size.
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn formats_by_magic() {
+        assert_eq!(detect(&fake_bzimage("6.1.0", b"x")), Some(Format::BzImage));
+        assert_eq!(detect(b"\x7fELF\x02\x01\x01"), Some(Format::Elf));
+        assert_eq!(detect(b"!<arch>\ndebian-binary   "), Some(Format::Deb));
+        assert_eq!(detect(b"hello world"), None);
+        assert_eq!(detect(&[0u8; 4096]), None);
+    }
+
+    #[test]
+    fn boot_header_release_and_payload() {
+        let img = fake_bzimage("6.1.0-56-amd64", b"PAYLOAD!");
+        let h = BzHeader::parse(&img).unwrap();
+        assert_eq!(h.release.as_deref(), Some("6.1.0-56-amd64"));
+        let (start, len) = h.payload.unwrap();
+        assert_eq!(&img[start..start + len], b"PAYLOAD!");
+        // Cut short: no header; a payload beyond the end: none.
+        assert!(BzHeader::parse(&img[..0x240]).is_none());
+        let mut bad = img.clone();
+        bad[0x24c..0x250].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(BzHeader::parse(&bad).unwrap().payload, None);
+    }
+
+    #[test]
+    fn xz_and_gzip_payloads_decompress_and_trailing_bytes_are_ignored() {
+        let kernel = b"\x7fELF pretend kernel".repeat(1000);
+        let packed = xz(&kernel);
+        assert_eq!(compression(&packed), Compression::Xz);
+        assert_eq!(decompress(&packed).unwrap().unwrap(), kernel);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&kernel).unwrap();
+        let mut gz = gz.finish().unwrap();
+        gz.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(compression(&gz), Compression::Gzip);
+        assert_eq!(decompress(&gz).unwrap().unwrap(), kernel);
+        assert_eq!(decompress(b"\x28\xb5\x2f\xfd zstd").unwrap(), None);
+        // A damaged stream is an error, not a kernel.
+        let mut broken = packed.clone();
+        let mid = broken.len() / 2;
+        broken[mid..mid + 8].copy_from_slice(&[0x55; 8]);
+        assert!(decompress(&broken).is_err());
+    }
+
+    #[test]
+    fn the_xz_payload_is_found_by_its_magic_without_header_offsets() {
+        let kernel = b"\x7fELF".repeat(100);
+        let mut img = fake_bzimage("6.1.0", &xz(&kernel));
+        // Protocol 2.07: no payload fields.
+        img[0x206..0x208].copy_from_slice(&0x0207u16.to_le_bytes());
+        let h = BzHeader::parse(&img).unwrap();
+        assert_eq!(h.payload, None);
+        let p = payload(&img, &h).unwrap();
+        assert_eq!(decompress(p).unwrap().unwrap(), kernel);
+    }
+
+    #[test]
+    fn banner() {
+        let data = b"xxLinux version %s (%s)\0yyLinux version 6.1.0-56-amd64 (debian-kernel@lists)";
+        assert_eq!(banner_release(data).as_deref(), Some("6.1.0-56-amd64"));
+        assert_eq!(banner_release(b"no banner here"), None);
+    }
+
+    #[test]
+    fn modules_dir_forms_and_messages() {
+        let root = std::env::temp_dir().join(format!("pmtu-modules-{}", std::process::id()));
+        let tree = root.join("lib/modules/6.1.0-test");
+        fs::create_dir_all(&tree).unwrap();
+        fs::write(tree.join("modules.dep"), "").unwrap();
+        assert_eq!(modules_in(&root, "6.1.0-test").unwrap(), tree);
+        assert_eq!(modules_in(&tree, "6.1.0-test").unwrap(), tree);
+        let err = modules_in(&root, "6.2.0").unwrap_err().to_string();
+        assert!(err.contains("no modules for kernel 6.2.0"), "{err}");
+        assert!(err.contains("it has modules for 6.1.0-test only"), "{err}");
+        let empty = root.join("empty");
+        fs::create_dir_all(&empty).unwrap();
+        let err = modules_in(&empty, "6.1.0").unwrap_err().to_string();
+        assert!(err.contains("make modules_install"), "{err}");
+        let err = modules_in(&root.join("nope"), "6.1.0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("no such directory"), "{err}");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn bad_images_say_what_is_wrong() {
+        let dir = std::env::temp_dir().join(format!("pmtu-images-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let cache = dir.join("cache");
+        let mut quiet = |_: &str| {};
+        let res = |p: &Path, q: &mut dyn FnMut(&str)| {
+            resolve(p.to_str().unwrap(), None, &cache, q)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = res(&dir.join("missing"), &mut quiet);
+        assert!(err.contains("no such file"), "{err}");
+        let text = dir.join("text");
+        fs::write(&text, "hello").unwrap();
+        assert!(res(&text, &mut quiet).contains("is not a kernel image"));
+        let corrupt = dir.join("corrupt");
+        let mut packed = xz(&b"\x7fELF".repeat(5000));
+        let mid = packed.len() / 2;
+        packed[mid..mid + 8].copy_from_slice(&[0x55; 8]);
+        fs::write(&corrupt, fake_bzimage("6.1.0", &packed)).unwrap();
+        let err = res(&corrupt, &mut quiet);
+        assert!(err.contains("a corrupt kernel image"), "{err}");
+        assert!(res(&dir, &mut quiet).contains("is a directory"));
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
