@@ -216,7 +216,7 @@ fn check_lab(lab: &Lab, kind: ServiceKind) {
         );
     }
     assert!(report.rules.iter().all(|r| r.action == "observe"));
-    let text = lab::status::status(&lab.name).unwrap();
+    let text = lab::status_text::status(&lab.name).unwrap();
     assert!(text.contains("xdp: pmtu (prog id"), "{text}");
     assert!(text.contains("xdp: pmtu_pass (prog id"), "{text}");
     assert!(
@@ -394,7 +394,7 @@ fn errors_name_the_fix() {
         err,
         format!("no lab `{name}`: run `pmtu lab up --lab {name}`")
     );
-    let err = lab::status::status(&name).unwrap_err().to_string();
+    let err = lab::status_text::status(&name).unwrap_err().to_string();
     assert!(err.contains("no lab"), "{err}");
     for bad in ["bad_name", "-x", "much-too-long-lab-name-here"] {
         let err = format!("{:#}", lab::up(bad, AttachMode::Native).unwrap_err());

@@ -6,7 +6,7 @@ use std::{io::Write as _, time::Instant};
 
 use anyhow::{bail, Context as _, Result};
 use pmtu::{
-    lab::{self, status, ServiceKind, UpOptions, DEFAULT_NAME},
+    lab::{self, status, status_text, ServiceKind, UpOptions, DEFAULT_NAME},
     net::procfs::effective_capabilities,
     signals,
     xdp::responder::AttachMode,
@@ -198,7 +198,7 @@ pub async fn cli(args: LabArgs, lab_name: &str, mode: AttachMode) -> Result<()> 
         }
         LabCmd::Status { .. } => {
             let n = name.clone();
-            emit(&tokio::task::spawn_blocking(move || status::status(&n)).await??)?;
+            emit(&tokio::task::spawn_blocking(move || status_text::status(&n)).await??)?;
         }
     }
     Ok(())

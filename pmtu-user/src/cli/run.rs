@@ -56,7 +56,8 @@ pub struct RunArgs {
     pub vm: VmArgs,
 }
 
-/// REMOTE as a qemu guest.
+// REMOTE as a qemu guest. (A `///` comment here would become the `about` of every scenario
+// subcommand this is flattened into.)
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct VmArgs {
     /// REMOTE is a qemu guest booted from IMAGE: a bzImage, an ELF vmlinux, a Debian

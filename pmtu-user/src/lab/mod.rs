@@ -33,6 +33,7 @@ pub mod plan;
 pub mod record;
 pub mod service;
 pub mod status;
+pub mod status_text;
 pub mod teardown;
 pub mod vm;
 mod vm_lab;

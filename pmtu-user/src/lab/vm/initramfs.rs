@@ -17,7 +17,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     fs,
-    io::{self, Read as _, Write},
+    io::{Read as _, Write},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
@@ -25,110 +25,7 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use sha2::{Digest as _, Sha256};
 
-use super::{elf, image};
-
-// ---------------------------------------------------------------------------------------------
-// cpio newc.
-
-const S_IFDIR: u32 = 0o040000;
-const S_IFREG: u32 = 0o100000;
-const S_IFLNK: u32 = 0o120000;
-
-/// A cpio archive in the "newc" format the kernel unpacks (Documentation/driver-api/
-/// early-userspace/buffer-format.rst): owner root, mtime 0, parents before children.
-pub struct Cpio<W: Write> {
-    out: W,
-    next_ino: u32,
-    dirs: BTreeSet<String>,
-    written: u64,
-}
-
-impl<W: Write> Cpio<W> {
-    pub fn new(out: W) -> Self {
-        Self {
-            out,
-            next_ino: 1,
-            dirs: BTreeSet::new(),
-            written: 0,
-        }
-    }
-
-    /// A directory (and its missing parents).
-    pub fn dir(&mut self, path: &str) -> io::Result<()> {
-        let path = clean(path);
-        if path.is_empty() || self.dirs.contains(&path) {
-            return Ok(());
-        }
-        self.parents(&path)?;
-        self.dirs.insert(path.clone());
-        self.entry(&path, S_IFDIR | 0o755, 2, &[])
-    }
-
-    /// A regular file with permission bits `mode` (e.g. 0o755).
-    pub fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> io::Result<()> {
-        let path = clean(path);
-        self.parents(&path)?;
-        self.entry(&path, S_IFREG | (mode & 0o7777), 1, data)
-    }
-
-    /// A symbolic link to `target`.
-    pub fn symlink(&mut self, path: &str, target: &str) -> io::Result<()> {
-        let path = clean(path);
-        self.parents(&path)?;
-        self.entry(&path, S_IFLNK | 0o777, 1, target.as_bytes())
-    }
-
-    /// Writes the trailer (padded to 512 bytes, so another archive can follow) and returns
-    /// the writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.entry("TRAILER!!!", 0, 1, &[])?;
-        let pad = (512 - (self.written % 512) as usize) % 512;
-        self.out.write_all(&vec![0u8; pad])?;
-        Ok(self.out)
-    }
-
-    fn parents(&mut self, path: &str) -> io::Result<()> {
-        if let Some((parent, _)) = path.rsplit_once('/') {
-            self.dir(parent)?;
-        }
-        Ok(())
-    }
-
-    fn entry(&mut self, name: &str, mode: u32, nlink: u32, data: &[u8]) -> io::Result<()> {
-        let ino = self.next_ino;
-        self.next_ino += 1;
-        let size = u32::try_from(data.len())
-            .map_err(|_| io::Error::other(format!("{name}: too large for cpio")))?;
-        let header = format!(
-            "070701{ino:08x}{mode:08x}{:08x}{:08x}{nlink:08x}{:08x}{size:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-            0, 0, 0, 0, 0, 0, 0,
-            name.len() + 1,
-            0
-        );
-        self.put(header.as_bytes())?;
-        self.put(name.as_bytes())?;
-        self.put(&[0])?;
-        self.pad4()?;
-        self.put(data)?;
-        self.pad4()
-    }
-
-    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.out.write_all(bytes)?;
-        self.written += bytes.len() as u64;
-        Ok(())
-    }
-
-    fn pad4(&mut self) -> io::Result<()> {
-        let pad = (4 - (self.written % 4) as usize) % 4;
-        self.put(&[0u8; 3][..pad])
-    }
-}
-
-/// Archive paths are relative: no leading or trailing `/`.
-fn clean(path: &str) -> String {
-    path.trim_matches('/').to_string()
-}
+use super::{cpio::Cpio, debian, elf};
 
 // ---------------------------------------------------------------------------------------------
 // The base userland.
@@ -208,86 +105,7 @@ echo dgram udp6 wait root internal
 
 const INITTAB: &str = "::sysinit:/etc/pmtu-init\n";
 
-const INIT_SCRIPT: &str = r#"#!/bin/sh
-# pmtu's guest init: REMOTE's interface, routes and services, then READY on the console.
-export PATH=/bin:/usr/sbin
-fail() {
-    echo "pmtu-init: FAILED: $*"
-    poweroff -f
-    exit 1
-}
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mkdir -p /dev/pts
-mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
-
-for word in $(cat /proc/cmdline); do
-    case "$word" in
-        pmtu.mac=*) MAC=${word#*=} ;;
-        pmtu.addr=*) ADDR=${word#*=} ;;
-        pmtu.addr6=*) ADDR6=${word#*=} ;;
-        pmtu.via=*) VIA=${word#*=} ;;
-        pmtu.via6=*) VIA6=${word#*=} ;;
-        pmtu.net=*) NET=${word#*=} ;;
-        pmtu.net6=*) NET6=${word#*=} ;;
-    esac
-done
-for v in MAC ADDR ADDR6 VIA VIA6 NET NET6; do
-    eval "[ -n \"\$$v\" ]" || fail "pmtu.$(echo $v | tr A-Z a-z)= is missing from the kernel command line"
-done
-
-if [ -f /etc/pmtu/modules ]; then
-    while read -r module; do
-        out=$(insmod "$module" 2>&1) || fail "insmod ${module##*/}: $out"
-    done < /etc/pmtu/modules
-fi
-
-DEV=
-for try in $(seq 1 100); do
-    for d in /sys/class/net/*; do
-        [ "$(cat "$d/address" 2>/dev/null)" = "$MAC" ] && DEV=${d##*/}
-    done
-    [ -n "$DEV" ] && break
-    sleep 0.02
-done
-[ -n "$DEV" ] || fail "no virtio_net: no interface with MAC $MAC appeared (interfaces: $(ls /sys/class/net | tr '\n' ' ')); the kernel needs virtio_pci and virtio_net, built in or as modules (--modules DIR)"
-
-for conf in all default "$DEV"; do
-    echo 0 > "/proc/sys/net/ipv6/conf/$conf/accept_dad"
-done
-ip link set lo up || fail "ip link set lo up"
-ip link set "$DEV" up || fail "ip link set $DEV up"
-ip addr add "$ADDR" dev "$DEV" || fail "ip addr add $ADDR dev $DEV"
-ip -6 addr add "$ADDR6" dev "$DEV" nodad || fail "ip -6 addr add $ADDR6 dev $DEV"
-ip route add "$NET" via "$VIA" || fail "ip route add $NET via $VIA"
-ip -6 route add "$NET6" via "$VIA6" || fail "ip -6 route add $NET6 via $VIA6"
-
-inetd -R 1000000 /etc/inetd.conf || fail "inetd did not start"
-mkdir -p /run/sshd
-# -r: no re-exec of sshd for each connection (a second start of a large program under TCG);
-# an sshd without the flag starts without it.
-/usr/sbin/sshd -r -E /run/sshd.log 2>/dev/null || /usr/sbin/sshd -E /run/sshd.log ||
-    fail "sshd did not start: $(cat /run/sshd.log)"
-
-# Listening sockets: local port (hex) and state (0A: TCP LISTEN, 07: UDP bound).
-listens() {
-    grep -q "^ *[0-9]*: [0-9A-F]*:$2 [0-9A-F]*:[0-9A-F]* $3 " "/proc/net/$1"
-}
-for check in "tcp 0013 0A chargen" "tcp6 0013 0A chargen(IPv6)" "udp 0007 07 echo" \
-             "udp6 0007 07 echo(IPv6)" "tcp 0016 0A sshd"; do
-    set -- $check
-    n=0
-    until listens "$1" "$2" "$3"; do
-        n=$((n + 1))
-        [ $n -le 500 ] || fail "$4 is not listening after 10 s"
-        sleep 0.02
-    done
-done
-echo "pmtu-init: READY $(uname -r)"
-"#;
+const INIT_SCRIPT: &str = include_str!("pmtu-init.sh");
 
 const SSHD_CONFIG: &str = "\
 # pmtu's guest: root logs in with pmtu's key only.
@@ -475,7 +293,7 @@ impl Base {
             h.update(text);
         }
         h.update(APPLETS.join(","));
-        Ok(image::hex(&h.finalize()[..16]))
+        Ok(debian::hex(&h.finalize()[..16]))
     }
 
     fn write(&self, out: impl Write) -> Result<()> {
@@ -530,7 +348,7 @@ pub fn base(cache: &Path) -> Result<(PathBuf, bool)> {
     }
     let mut data = Vec::with_capacity(32 << 20);
     base.write(&mut data)?;
-    image::write_atomic(&path, &data)?;
+    debian::write_atomic(&path, &data)?;
     prune_old_bases(&path);
     Ok((path, true))
 }
@@ -716,183 +534,5 @@ pub fn boot_part(part: &BootPart) -> Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Reads a newc archive back: (name, mode, data) per entry, checking the format as the
-    /// kernel does (magic, 4-byte alignment, trailer).
-    fn read_newc(mut data: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
-        let mut out = Vec::new();
-        let total = data.len();
-        loop {
-            let offset = total - data.len();
-            assert_eq!(offset % 4, 0, "entries start 4-byte aligned");
-            assert_eq!(&data[..6], b"070701", "magic at {offset}");
-            let field = |i: usize| {
-                u32::from_str_radix(
-                    std::str::from_utf8(&data[6 + i * 8..14 + i * 8]).unwrap(),
-                    16,
-                )
-                .unwrap()
-            };
-            let (mode, size, namesize) = (field(1), field(6) as usize, field(11) as usize);
-            let name_end = 110 + namesize;
-            let name = std::str::from_utf8(&data[110..name_end - 1])
-                .unwrap()
-                .to_string();
-            assert_eq!(data[name_end - 1], 0);
-            let data_start = name_end.div_ceil(4) * 4;
-            let body = data[data_start..data_start + size].to_vec();
-            let next = (data_start + size).div_ceil(4) * 4;
-            data = &data[next..];
-            if name == "TRAILER!!!" {
-                assert_eq!(total % 512, 0, "padded to 512");
-                assert!(data.iter().all(|b| *b == 0));
-                return out;
-            }
-            out.push((name, mode, body));
-        }
-    }
-
-    #[test]
-    fn cpio_newc_round_trips_with_parents_first() {
-        let mut c = Cpio::new(Vec::new());
-        c.file("/usr/sbin/sshd", 0o755, b"ELF...").unwrap();
-        c.symlink("bin/sh", "dash").unwrap();
-        c.dir("usr").unwrap();
-        c.file("etc/shadow", 0o600, b"root::1:").unwrap();
-        c.file("e", 0o644, b"").unwrap();
-        let bytes = c.finish().unwrap();
-        let entries = read_newc(&bytes);
-        let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "usr",
-                "usr/sbin",
-                "usr/sbin/sshd",
-                "bin",
-                "bin/sh",
-                "etc",
-                "etc/shadow",
-                "e"
-            ]
-        );
-        assert_eq!(entries[0].1, S_IFDIR | 0o755);
-        assert_eq!(
-            entries[2],
-            ("usr/sbin/sshd".into(), S_IFREG | 0o755, b"ELF...".to_vec())
-        );
-        assert_eq!(
-            entries[4],
-            ("bin/sh".into(), S_IFLNK | 0o777, b"dash".to_vec())
-        );
-        assert_eq!(entries[6].1, S_IFREG | 0o600);
-    }
-
-    #[test]
-    fn cpio_header_fields_are_exact() {
-        let mut c = Cpio::new(Vec::new());
-        c.file("ab", 0o644, b"xyz").unwrap();
-        let bytes = c.finish().unwrap();
-        // ino 1, mode 100644, uid 0, gid 0, nlink 1, mtime 0, size 3, dev 0/0, rdev 0/0,
-        // namesize 3 ("ab\0"), check 0.
-        let expected = [
-            "070701", "00000001", "000081a4", "00000000", "00000000", "00000001", "00000000",
-            "00000003", "00000000", "00000000", "00000000", "00000000", "00000003", "00000000",
-        ]
-        .concat();
-        assert_eq!(std::str::from_utf8(&bytes[..110]).unwrap(), expected);
-        assert_eq!(&bytes[110..113], b"ab\0");
-        assert_eq!(
-            &bytes[113..116],
-            [0, 0, 0],
-            "name padded to 4 (110 + 3 + 3)"
-        );
-        assert_eq!(&bytes[116..119], b"xyz");
-    }
-
-    const DEP: &str = "\
-kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
-kernel/drivers/virtio/virtio_ring.ko:
-kernel/drivers/virtio/virtio_pci_modern_dev.ko:
-kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
-kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
-kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
-kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
-kernel/net/core/failover.ko:
-kernel/net/netfilter/nfnetlink.ko:
-kernel/net/netfilter/nf_tables.ko.xz: kernel/net/netfilter/nfnetlink.ko kernel/lib/libcrc32c.ko
-kernel/lib/libcrc32c.ko:
-";
-
-    #[test]
-    fn modules_load_in_dependency_order() {
-        let plan = plan_modules(DEP, "", BOOT_MODULES).unwrap();
-        let names: Vec<String> = plan.load.iter().map(|p| module_name(p)).collect();
-        // What `modprobe --show-depends virtio_pci virtio_net` prints for Debian's 6.1.
-        assert_eq!(
-            names,
-            [
-                "virtio_ring",
-                "virtio",
-                "virtio_pci_modern_dev",
-                "virtio_pci_legacy_dev",
-                "virtio_pci",
-                "failover",
-                "net_failover",
-                "virtio_net"
-            ]
-        );
-        assert!(plan.builtin.is_empty());
-    }
-
-    #[test]
-    fn built_in_and_missing_modules() {
-        let builtin = "kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/virtio/virtio.ko\n";
-        let plan = plan_modules(DEP, builtin, BOOT_MODULES).unwrap();
-        assert_eq!(plan.builtin, ["virtio_pci"]);
-        assert_eq!(module_name(plan.load.last().unwrap()), "virtio_net");
-        assert_eq!(
-            plan_modules("kernel/x.ko:\n", "", BOOT_MODULES),
-            Err("virtio_pci".to_string())
-        );
-        // All built in: nothing to load.
-        let all = "kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/net/virtio_net.ko\n";
-        assert!(plan_modules("", all, BOOT_MODULES).unwrap().load.is_empty());
-        assert_eq!(module_name("kernel/a/snd-hda.ko.zst"), "snd_hda");
-    }
-
-    #[test]
-    fn boot_part_without_modules_holds_the_keys() {
-        let bytes = boot_part(&BootPart {
-            modules: None,
-            release: "6.1.0",
-            host_key: b"PRIVATE",
-            authorized_keys: "ssh-ed25519 AAAA pmtu\n",
-        })
-        .unwrap();
-        let entries = read_newc(&bytes);
-        let key = entries
-            .iter()
-            .find(|e| e.0 == "etc/ssh/ssh_host_ed25519_key")
-            .unwrap();
-        assert_eq!(key.1, S_IFREG | 0o600, "sshd refuses a readable host key");
-        assert!(!entries.iter().any(|e| e.0 == "etc/pmtu/modules"));
-    }
-
-    #[test]
-    fn init_script_parses_with_dash() {
-        let Ok(out) = std::process::Command::new("dash")
-            .args(["-n", "-c", INIT_SCRIPT])
-            .output()
-        else {
-            return;
-        };
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
+#[path = "initramfs_tests.rs"]
+mod tests;

@@ -10,6 +10,8 @@
 //! own messages), `qemu.pid`, `initrd.cpio`, `vm.json` (what was booted), `ssh/` (pmtu's key,
 //! the guest's host key, known_hosts, the control socket, `master.pid`, `config` for a person:
 //! `ssh -F DIR/ssh/config pmtu-remote` from inside LOCAL's namespace).
+pub mod cpio;
+pub mod debian;
 pub mod elf;
 pub mod image;
 pub mod initramfs;
