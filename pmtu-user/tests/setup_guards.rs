@@ -161,7 +161,7 @@ fn remote_ssh_is_split_like_a_shell_and_never_read_as_an_option() {
         &ssh,
         format!(
             "#!/bin/sh\nprintf '%s\\n' \"$@\" > {d}/argv.$$\nwhile [ \"$1\" != -- ]; do shift; done\n\
-             shift\nexec ip netns exec {ns} \"$@\"\n",
+             shift\nexec ip netns exec {ns} sh -c \"$*\"\n",
             d = dir.display(),
             ns = lab.remote_ns()
         ),
