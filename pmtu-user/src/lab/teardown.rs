@@ -70,6 +70,8 @@ pub fn down_locked(lock: &LabLock) -> Result<()> {
 pub(super) fn clear(name: &str, remove_lock_file: bool) -> Result<()> {
     let state = state_dir(name);
     let mut problems: Vec<String> = Vec::new();
+    // This process's shell sessions to REMOTE end before their connection does.
+    crate::remote::close_sessions();
     let record = match LabRecord::load(&state) {
         Ok(r) => r,
         Err(e) => {
