@@ -125,6 +125,9 @@ pub struct Summary {
     /// A guest booted for the run: qemu's start to READY.
     #[serde(default)]
     pub boot_to_ready_ms: Option<f64>,
+    /// Making the lab for the run, before the first scenario.
+    #[serde(default)]
+    pub setup_ms: Option<f64>,
     /// The kernel under test.
     #[serde(default)]
     pub remote_kernel: Option<String>,

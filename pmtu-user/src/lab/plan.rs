@@ -127,6 +127,7 @@ pub fn vm_topology(name: &str, remote_ssh: &str) -> Topology {
 pub fn guest_net() -> super::vm::GuestNet {
     super::vm::GuestNet {
         remote_mac: REMOTE_MAC,
+        local_mac: LOCAL_MAC,
         remote_addr: REMOTE_ADDR,
         remote_prefix: LINK_PREFIX_V4,
         remote_addr6: REMOTE_ADDR6,

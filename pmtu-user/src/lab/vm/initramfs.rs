@@ -55,6 +55,11 @@ const PROGRAMS: &[Program] = &[
         package: "iproute2",
     },
     Program {
+        host: &["/bin/ss", "/usr/bin/ss", "/sbin/ss", "/usr/sbin/ss"],
+        guest: "/bin/ss",
+        package: "iproute2",
+    },
+    Program {
         host: &["/usr/sbin/inetd"],
         guest: "/bin/inetd",
         package: "openbsd-inetd",

@@ -21,11 +21,12 @@ for word in $(cat /proc/cmdline); do
         pmtu.addr6=*) ADDR6=${word#*=} ;;
         pmtu.via=*) VIA=${word#*=} ;;
         pmtu.via6=*) VIA6=${word#*=} ;;
+        pmtu.viamac=*) VIAMAC=${word#*=} ;;
         pmtu.net=*) NET=${word#*=} ;;
         pmtu.net6=*) NET6=${word#*=} ;;
     esac
 done
-for v in MAC ADDR ADDR6 VIA VIA6 NET NET6; do
+for v in MAC ADDR ADDR6 VIA VIA6 VIAMAC NET NET6; do
     eval "[ -n \"\$$v\" ]" || fail "pmtu.$(echo $v | tr A-Z a-z)= is missing from the kernel command line"
 done
 
@@ -54,6 +55,10 @@ ip addr add "$ADDR" dev "$DEV" || fail "ip addr add $ADDR dev $DEV"
 ip -6 addr add "$ADDR6" dev "$DEV" nodad || fail "ip -6 addr add $ADDR6 dev $DEV"
 ip route add "$NET" via "$VIA" || fail "ip route add $NET via $VIA"
 ip -6 route add "$NET6" via "$VIA6" || fail "ip -6 route add $NET6 via $VIA6"
+# LOCAL is REMOTE's IPv6 router, as a router advertisement would say: Linux drops the path MTUs
+# learned through a gateway not known as a router at its route garbage collection.
+ip -6 neigh replace "$VIA6" lladdr "$VIAMAC" dev "$DEV" router nud permanent ||
+    fail "ip -6 neigh replace $VIA6 lladdr $VIAMAC dev $DEV router"
 
 inetd -R 1000000 /etc/inetd.conf || fail "inetd did not start"
 mkdir -p /run/sshd

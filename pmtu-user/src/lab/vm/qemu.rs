@@ -96,6 +96,8 @@ pub fn kvm_may_work() -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestNet {
     pub remote_mac: [u8; 6],
+    /// LOCAL_MAC: REMOTE knows LOCAL as its IPv6 router from the start.
+    pub local_mac: [u8; 6],
     pub remote_addr: Ipv4Addr,
     pub remote_prefix: u8,
     pub remote_addr6: Ipv6Addr,
@@ -127,6 +129,7 @@ pub fn kernel_command_line(net: &GuestNet) -> String {
         format!("pmtu.addr6={}/{}", net.remote_addr6, net.remote_prefix6),
         format!("pmtu.via={}", net.local_addr),
         format!("pmtu.via6={}", net.local_addr6),
+        format!("pmtu.viamac={}", format_mac(&net.local_mac)),
         format!("pmtu.net={}", net.fake_net),
         format!("pmtu.net6={}", net.fake_net6),
     ]
@@ -358,6 +361,7 @@ mod tests {
     fn net() -> GuestNet {
         GuestNet {
             remote_mac: [2, 0, 0, 0, 0, 2],
+            local_mac: [2, 0, 0, 0, 0, 1],
             remote_addr: "192.0.2.2".parse().unwrap(),
             remote_prefix: 24,
             remote_addr6: "2001:db8::2".parse().unwrap(),
@@ -374,7 +378,7 @@ mod tests {
         assert_eq!(
             kernel_command_line(&net()),
             "console=ttyS0 panic=-1 quiet cryptomgr.notests pmtu.mac=02:00:00:00:00:02 pmtu.addr=192.0.2.2/24 \
-             pmtu.addr6=2001:db8::2/64 pmtu.via=192.0.2.1 pmtu.via6=2001:db8::1 \
+             pmtu.addr6=2001:db8::2/64 pmtu.via=192.0.2.1 pmtu.via6=2001:db8::1 pmtu.viamac=02:00:00:00:00:01 \
              pmtu.net=198.51.100.0/24 pmtu.net6=2001:db8:1::/64"
         );
     }
