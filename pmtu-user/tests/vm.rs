@@ -209,6 +209,25 @@ fn a_lab_kept_up_serves_scenarios_status_and_exec_until_it_is_taken_down() {
         env.contains("REMOTE_SSH='pmtu-remote -F /run/pmtu/"),
         "{env}"
     );
+    // The same guest as a real REMOTE, from those variables: REMOTE_SSH over ssh.
+    let vars: Vec<(String, String)> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect();
+    let real = pmtu_cmd(&["run", "ping", "pmtu", "--format", "json"])
+        .envs(vars)
+        .output()
+        .unwrap();
+    assert!(real.status.success(), "{}", text(&real));
+    let (_, summary) = json_run(&real);
+    assert_eq!(summary["lab"], "remote", "{summary}");
+    assert!(
+        summary["remote_kernel"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("6.1.")),
+        "REMOTE's uname -r over ssh: {summary}"
+    );
     let one = lab.pmtu(&["pmtu6"]);
     assert!(one.status.success(), "{}", text(&one));
     assert!(
