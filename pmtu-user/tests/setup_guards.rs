@@ -155,7 +155,8 @@ fn entries(dir: &Path) -> Vec<String> {
 fn remote_ssh_is_split_like_a_shell_and_never_read_as_an_option() {
     let lab = LabGuard::up("vd");
     let dir = scratch_dir(&lab);
-    // An `ssh` that records its words and runs REMOTE's command in REMOTE's namespace.
+    // An `ssh` that records its words and runs REMOTE's command in REMOTE's namespace, as
+    // sshd does: the words after `--` joined by spaces, for REMOTE's shell.
     let ssh = dir.join("ssh");
     fs::write(
         &ssh,

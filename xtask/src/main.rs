@@ -87,6 +87,9 @@ enum BenchWhat {
     Vm {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
         runs: u32,
+        /// The whole quick suite instead of the original's nine scenarios.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -148,11 +151,11 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench {
-            what: BenchWhat::Vm { runs },
+            what: BenchWhat::Vm { runs, all },
         } => {
             ensure_root("bench vm")?;
             build(Packages::Required)?;
-            bench::vm(&exec::pmtu_binary(), runs)
+            bench::vm(&exec::pmtu_binary(), runs, all)
         }
         Cmd::Soak { runs } => {
             ensure_root("soak")?;
