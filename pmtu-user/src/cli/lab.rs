@@ -7,12 +7,11 @@ use std::{io::Write as _, time::Instant};
 use anyhow::{bail, Context as _, Result};
 use pmtu::{
     lab::{self, status, status_text, ServiceKind, UpOptions, DEFAULT_NAME},
-    net::procfs::effective_capabilities,
     signals,
     xdp::responder::AttachMode,
 };
 
-use super::{require_root, run::VmArgs};
+use super::{require_capabilities, require_root, run::VmArgs};
 
 /// `pmtu lab up | down | status`.
 #[derive(clap::Args, Debug)]
@@ -217,30 +216,4 @@ fn emit(text: &str) -> Result<()> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .context("writing to standard output")
-}
-
-/// Root without the capabilities (e.g. in a container, or after `setpriv --bounding-set=-all`)
-/// would get half-way and fail: refuse before touching anything.
-pub fn require_capabilities(what: &str) -> Result<()> {
-    const NEEDED: [(u32, &str); 3] = [
-        (12, "CAP_NET_ADMIN"),
-        (13, "CAP_NET_RAW"),
-        (21, "CAP_SYS_ADMIN"),
-    ];
-    let Some(have) = effective_capabilities() else {
-        return Ok(());
-    };
-    let missing: Vec<&str> = NEEDED
-        .iter()
-        .filter(|(bit, _)| have & (1u64 << bit) == 0)
-        .map(|(_, name)| *name)
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "{what} needs {} (namespaces, mounts, XDP), which this process lacks although it runs \
-             as root: run it outside the restricted environment; nothing was changed",
-            missing.join(", ")
-        );
-    }
-    Ok(())
 }

@@ -11,7 +11,10 @@ use std::{fmt, process::ExitCode};
 
 use anyhow::{bail, Result};
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
-use pmtu::{lab::plan::DEFAULT_NAME, scenarios, xdp::responder::AttachMode};
+use pmtu::{
+    lab::plan::DEFAULT_NAME, net::procfs::effective_capabilities, scenarios,
+    xdp::responder::AttachMode,
+};
 
 /// Options every verb takes.
 #[derive(Args, Debug)]
@@ -182,6 +185,32 @@ pub async fn dispatch(globals: Globals, request: Request) -> Result<ExitCode> {
 pub fn require_root(what: &str) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("{what} needs root (it loads an XDP program and enters network namespaces): run it with sudo, or through `cargo xtask run -- ...`");
+    }
+    Ok(())
+}
+
+/// Root without the capabilities (e.g. in a container, or after `setpriv --bounding-set=-all`)
+/// would get half-way and fail: refuse before touching anything.
+pub fn require_capabilities(what: &str) -> Result<()> {
+    const NEEDED: [(u32, &str); 3] = [
+        (12, "CAP_NET_ADMIN"),
+        (13, "CAP_NET_RAW"),
+        (21, "CAP_SYS_ADMIN"),
+    ];
+    let Some(have) = effective_capabilities() else {
+        return Ok(());
+    };
+    let missing: Vec<&str> = NEEDED
+        .iter()
+        .filter(|(bit, _)| have & (1u64 << bit) == 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{what} needs {} (namespaces, mounts, XDP), which this process lacks although it runs \
+             as root: run it outside the restricted environment; nothing was changed",
+            missing.join(", ")
+        );
     }
     Ok(())
 }

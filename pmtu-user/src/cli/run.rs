@@ -376,7 +376,7 @@ pub async fn cli(
         Some(None) => {}
     }
     require_root("pmtu run")?;
-    super::lab::require_capabilities("pmtu run")?;
+    super::require_capabilities("pmtu run")?;
     if let Some(path) = &args.pcap {
         // Fail now, not after the run (an existing file stays as it is until the run's end).
         capture::check_writable(path)?;

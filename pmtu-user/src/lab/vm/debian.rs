@@ -10,7 +10,10 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use sha2::{Digest as _, Sha256};
 
-use super::image::*;
+use super::files::{hex, temp_sibling};
+
+/// The Debian metapackage whose dependency is "Debian's current kernel".
+pub const DEBIAN_METAPACKAGE: &str = "linux-image-amd64";
 
 /// The unpacked tree of Debian's current kernel, fetched on first use.
 pub(super) fn debian(cache: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
@@ -149,9 +152,6 @@ fn install_tree(tmp: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------------------
-// Helpers.
-
 fn command_ok(cmd: &mut Command, what: &str, hint: &str) -> Result<()> {
     let out = cmd
         .stdin(Stdio::null())
@@ -170,25 +170,33 @@ fn command_ok(cmd: &mut Command, what: &str, hint: &str) -> Result<()> {
     Ok(())
 }
 
-/// `path` with `.tmp-<pid>-<n>` appended: a name no other run or thread uses.
-pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}-{n}", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// Writes a file under a temporary name and renames it into place.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+/// The one `boot/vmlinuz-*` of an unpacked package and its release.
+pub(super) fn tree_kernel(root: &Path) -> Result<(PathBuf, String)> {
+    let boot = root.join("boot");
+    let mut found = Vec::new();
+    if let Ok(entries) = fs::read_dir(&boot) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(release) = name.strip_prefix("vmlinuz-") {
+                found.push((entry.path(), release.to_string()));
+            }
+        }
     }
-    let tmp = temp_sibling(path);
-    fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => bail!(
+            "{} holds no boot/vmlinuz-*: not a linux-image package",
+            root.display()
+        ),
+        _ => bail!(
+            "{} holds more than one kernel: {}",
+            root.display(),
+            found
+                .iter()
+                .map(|(_, r)| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }

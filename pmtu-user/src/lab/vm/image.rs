@@ -22,12 +22,11 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    debian::{debian, hex, unpack_user_deb, write_atomic},
+    debian::{debian, tree_kernel, unpack_user_deb},
     elf,
+    files::{hex, write_atomic},
 };
 
-/// The Debian metapackage whose dependency is "Debian's current kernel".
-pub const DEBIAN_METAPACKAGE: &str = "linux-image-amd64";
 /// What IMAGE may be, for messages.
 pub const IMAGE_FORMS: &str =
     "IMAGE is a bzImage, an ELF vmlinux, a Debian linux-image .deb, or `debian`";
@@ -190,37 +189,6 @@ fn from_tree(
         );
     }
     Ok(kernel)
-}
-
-/// The one `boot/vmlinuz-*` of an unpacked package and its release.
-pub(super) fn tree_kernel(root: &Path) -> Result<(PathBuf, String)> {
-    let boot = root.join("boot");
-    let mut found = Vec::new();
-    if let Ok(entries) = fs::read_dir(&boot) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(release) = name.strip_prefix("vmlinuz-") {
-                found.push((entry.path(), release.to_string()));
-            }
-        }
-    }
-    found.sort();
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => bail!(
-            "{} holds no boot/vmlinuz-*: not a linux-image package",
-            root.display()
-        ),
-        _ => bail!(
-            "{} holds more than one kernel: {}",
-            root.display(),
-            found
-                .iter()
-                .map(|(_, r)| r.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use sha2::{Digest as _, Sha256};
 
-use super::{cpio::Cpio, debian, elf};
+use super::{cpio::Cpio, elf, files};
 
 // ---------------------------------------------------------------------------------------------
 // The base userland.
@@ -298,7 +298,7 @@ impl Base {
             h.update(text);
         }
         h.update(APPLETS.join(","));
-        Ok(debian::hex(&h.finalize()[..16]))
+        Ok(files::hex(&h.finalize()[..16]))
     }
 
     fn write(&self, out: impl Write) -> Result<()> {
@@ -353,7 +353,7 @@ pub fn base(cache: &Path) -> Result<(PathBuf, bool)> {
     }
     let mut data = Vec::with_capacity(32 << 20);
     base.write(&mut data)?;
-    debian::write_atomic(&path, &data)?;
+    files::write_atomic(&path, &data)?;
     prune_old_bases(&path);
     Ok((path, true))
 }

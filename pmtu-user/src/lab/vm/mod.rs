@@ -13,6 +13,7 @@
 pub mod cpio;
 pub mod debian;
 pub mod elf;
+mod files;
 pub mod image;
 pub mod initramfs;
 pub mod qemu;
