@@ -7,12 +7,12 @@
 //! that segment at 1500 (at once, when reported lost), keeping no path MTU. (b) A
 //! frag-needed 1300 about the resend brings the path MTU down to 1300; then one announcing
 //! 1400, quoting a 1300-byte segment: the path MTU stays 1300, and new data comes at 1300.
-use std::net::SocketAddr;
 
 use anyhow::Result;
 use futures::FutureExt as _;
 
-use super::pmtu::{why_not_adopted, CHARGEN_PORT, MTU};
+use super::pmtu::{why_not_adopted, MTU};
+use super::{chargen, too_big_name};
 use crate::{
     suite::{
         remote_state::route_to,
@@ -39,13 +39,9 @@ const LARGER_THAN_PMTU: u32 = 1400;
 
 /// The bigger story, for IPv4 (`bigger`) and IPv6 (`bigger6`).
 pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
-    let icmp = if v6 {
-        "Packet Too Big"
-    } else {
-        "fragmentation needed"
-    };
+    let icmp = too_big_name(v6);
     let fake = ctx.fake(v6);
-    let remote = SocketAddr::new(ctx.remote_addr(v6), CHARGEN_PORT);
+    let remote = chargen(ctx, v6);
     log::info!(
         "The router answers the first packet over {TOO_BIG_ABOVE} with ICMP {icmp}, \
          MTU {LARGER_THAN_LINK}, once."

@@ -8,14 +8,15 @@
 //! (a profile value; Linux: tcp_base_mss 1024, IP length 1064 / 1084), then probes larger sizes,
 //! which must get above the fallback and stay at most 1300, all within 10 s. A real REMOTE with
 //! its detection off is skipped: "REMOTE has no black-hole detection".
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use futures::FutureExt as _;
 use pmtu_common::{EventAction, RuleAction};
 use tokio::time::Instant;
 
-use super::pmtu::{CHARGEN_PORT, MTU};
+use super::chargen;
+use super::pmtu::MTU;
 use crate::{
     broken,
     suite::{
@@ -66,7 +67,7 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
     };
 
     let fake = ctx.fake(v6);
-    let remote = SocketAddr::new(ctx.remote_addr(v6), CHARGEN_PORT);
+    let remote = chargen(ctx, v6);
     log::info!("The router silently drops every packet over {MTU}: an ICMP black hole.");
     let hole = RuleSpec {
         action: RuleAction::Blackhole,

@@ -19,6 +19,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use futures::FutureExt as _;
 use serde_json::Value;
 
+use super::chargen;
 use super::pmtu::CHARGEN_PORT;
 use crate::{
     config::format_mac,
@@ -224,7 +225,7 @@ fn veth_peer_has_xdp(ns: Option<&str>, link: &Value, local_if: &str) -> Result<(
 async fn frame_sizes(ctx: &Ctx, mtu: u64, strict: bool) -> Result<()> {
     const ENOUGH: u32 = 128 * 1024;
     let fake = ctx.fake(false);
-    let remote = SocketAddr::new(ctx.remote_addr(false), CHARGEN_PORT);
+    let remote = chargen(ctx, false);
     let mut tcp = match FakeTcp::connect(ctx, fake, remote).await {
         Ok(tcp) => tcp,
         Err(e) if strict => return Err(e.context("probing frame sizes")),

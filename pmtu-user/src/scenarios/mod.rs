@@ -24,7 +24,11 @@ pub mod udpfrag6;
 pub mod window;
 pub mod window6;
 
-use crate::suite::Scenario;
+use std::net::SocketAddr;
+
+use anyhow::Result;
+
+use crate::suite::{tcp::FakeTcp, Ctx, Record, Scenario};
 
 /// The suite, as `pmtu run` runs it.
 pub const ALL: [Scenario; 19] = [
@@ -71,4 +75,29 @@ pub fn find(name: &str) -> Option<&'static Scenario> {
 
 pub fn names() -> Vec<&'static str> {
     every().map(|s| s.name).collect()
+}
+
+/// The ICMP error that announces a smaller MTU, by its name in the family's RFC.
+pub fn too_big_name(v6: bool) -> &'static str {
+    if v6 {
+        "Packet Too Big"
+    } else {
+        "fragmentation needed"
+    }
+}
+
+/// REMOTE's chargen (RFC 864) in the family.
+pub fn chargen(ctx: &Ctx, v6: bool) -> SocketAddr {
+    SocketAddr::new(ctx.remote_addr(v6), pmtu::CHARGEN_PORT)
+}
+
+/// RFC 8021: no packet of the flow went out as an atomic fragment.
+pub fn check_no_atomic_fragments(rec: &mut Record, tcp: &FakeTcp<'_>, why: &str) -> Result<()> {
+    let atomic = tcp
+        .flow
+        .seen
+        .iter()
+        .filter(|e| e.fragment.is_some_and(|f| f.is_atomic()))
+        .count() as u64;
+    rec.check_eq("atomic_fragments", atomic, 0, why)
 }

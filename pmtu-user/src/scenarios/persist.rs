@@ -14,6 +14,7 @@ use std::{
 use anyhow::Result;
 use futures::FutureExt as _;
 
+use super::too_big_name;
 use super::{
     pmtu::{why_not_adopted, CHARGEN_PORT, MTU},
     udp::first_fragment_len,
@@ -43,11 +44,7 @@ const FULL_SIZE_ABOVE: u16 = 200;
 /// The persist story, for IPv4 (`persist`) and IPv6 (`persist6`).
 pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
     let fake = ctx.fake(v6).ip();
-    let icmp = if v6 {
-        "Packet Too Big"
-    } else {
-        "fragmentation needed"
-    };
+    let icmp = too_big_name(v6);
     log::info!("The router answers the first packet over {MTU} with ICMP {icmp}, MTU {MTU}, once.");
     ctx.set_rule(fake, RuleSpec::answer(MTU as u32).with_budget(1))?;
     learn_mtu(ctx, rec, fake).await?;

@@ -5,12 +5,12 @@
 //! MTU 1300, quoting it. REMOTE must resend the quoted data in segments of IP length exactly
 //! 1300, at once (before its retransmission timeout: a resend at the timeout would mean the
 //! data went again for another reason), and send nothing larger afterwards.
-use std::net::SocketAddr;
 
 use anyhow::{bail, Result};
 use futures::FutureExt as _;
 use pmtu_common::EventAction;
 
+use super::{chargen, too_big_name};
 use crate::{
     broken,
     suite::{tcp::FakeTcp, Blame as _, Ctx, Record, Scenario, REPLY_TIMEOUT},
@@ -33,13 +33,9 @@ pub const CHARGEN_PORT: u16 = 19;
 
 /// The pmtu story, for IPv4 (`pmtu`) and IPv6 (`pmtu6`).
 pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
-    let icmp = if v6 {
-        "Packet Too Big"
-    } else {
-        "fragmentation needed"
-    };
+    let icmp = too_big_name(v6);
     let fake = ctx.fake(v6);
-    let remote = SocketAddr::new(ctx.remote_addr(v6), CHARGEN_PORT);
+    let remote = chargen(ctx, v6);
 
     log::info!("The router answers the first packet over {MTU} with ICMP {icmp}, MTU {MTU}, once.");
     ctx.set_rule(fake.ip(), RuleSpec::answer(MTU as u32).with_budget(1))?;
@@ -125,11 +121,7 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
 
 /// Why REMOTE resent a `quoted`-byte packet at `got` bytes instead of the announced `mtu`.
 pub fn why_not_adopted(v6: bool, quoted: u16, got: u16, mtu: u16) -> String {
-    let icmp = if v6 {
-        "Packet Too Big"
-    } else {
-        "fragmentation needed"
-    };
+    let icmp = too_big_name(v6);
     if got == quoted {
         format!("REMOTE ignored the ICMP {icmp}")
     } else if got > mtu {

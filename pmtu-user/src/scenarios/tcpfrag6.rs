@@ -8,7 +8,7 @@
 use anyhow::{bail, Result};
 use futures::FutureExt as _;
 
-use super::pmtu::CHARGEN_PORT;
+use super::{chargen, check_no_atomic_fragments};
 use crate::{
     broken,
     suite::{tcp::FakeTcp, Blame as _, Ctx, Record, Scenario},
@@ -28,7 +28,7 @@ pub const IPV6_MIN_MTU: u16 = 1280;
 
 async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
     let fake = ctx.fake(true);
-    let remote = std::net::SocketAddr::new(ctx.remote_addr(true), CHARGEN_PORT);
+    let remote = chargen(ctx, true);
     log::info!("The router answers the first full-size segment with Packet Too Big {MTU}, once.");
     ctx.set_rule(fake.ip(), RuleSpec::answer(MTU).with_budget(1))?;
 
@@ -52,16 +52,9 @@ async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
         .wait_seq(quoted.seq, "retransmission of the quoted segment")
         .await
         .silence_fails()?;
-    let atomic = tcp
-        .flow
-        .seen
-        .iter()
-        .filter(|e| e.fragment.is_some_and(|f| f.is_atomic()))
-        .count() as u64;
-    rec.check_eq(
-        "atomic_fragments",
-        atomic,
-        0,
+    check_no_atomic_fragments(
+        rec,
+        &tcp,
         "RFC 8021: a PTB below 1280 must not make a host send atomic fragments",
     )?;
     if retx.ip_len < IPV6_MIN_MTU {

@@ -7,12 +7,11 @@
 //! quoted data at once; Linux clamps the path MTU to net.ipv4.route.min_pmtu (552) and locks
 //! it, so the resend is 552 long with DF cleared (a profile value; the floor of 68 is checked
 //! for every system).
-use std::net::SocketAddr;
 
 use anyhow::Result;
 use futures::FutureExt as _;
 
-use super::pmtu::CHARGEN_PORT;
+use super::chargen;
 use crate::{
     broken,
     suite::{
@@ -37,7 +36,7 @@ const TOO_BIG_ABOVE: u16 = 1400;
 const IPV4_MIN_MTU: u16 = 68;
 
 async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
-    let remote = SocketAddr::new(ctx.remote_addr(false), CHARGEN_PORT);
+    let remote = chargen(ctx, false);
     for mtu in MTUS {
         log::info!("A fake host REMOTE keeps no path MTU for.");
         let fake = ctx.fresh_fake(false)?;

@@ -5,15 +5,12 @@
 //! Packet Too Big, MTU 1279: REMOTE must ignore it, so the segment, resent at once when reported
 //! lost, is still 1500 long. Then a Packet Too Big with MTU 1280 about that resend:
 //! REMOTE resends at 1280.
-use std::net::SocketAddr;
 
 use anyhow::Result;
 use futures::FutureExt as _;
 
-use super::{
-    pmtu::{why_not_adopted, CHARGEN_PORT},
-    tcpfrag6::IPV6_MIN_MTU,
-};
+use super::{chargen, check_no_atomic_fragments};
+use super::{pmtu::why_not_adopted, tcpfrag6::IPV6_MIN_MTU};
 use crate::{
     broken,
     suite::{
@@ -37,7 +34,7 @@ const BELOW_MIN: u32 = IPV6_MIN_MTU as u32 - 1;
 
 async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
     let fake = ctx.fake(true);
-    let remote = SocketAddr::new(ctx.remote_addr(true), CHARGEN_PORT);
+    let remote = chargen(ctx, true);
     log::info!(
         "The router answers the first full-size segment with Packet Too Big {BELOW_MIN}, once."
     );
@@ -86,18 +83,7 @@ async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
         IPV6_MIN_MTU as u32,
         "REMOTE keeps no path MTU of 1280 toward the fake host",
     )?;
-    let atomic = tcp
-        .flow
-        .seen
-        .iter()
-        .filter(|e| e.fragment.is_some_and(|f| f.is_atomic()))
-        .count() as u64;
-    rec.check_eq(
-        "atomic_fragments",
-        atomic,
-        0,
-        "RFC 8021: a host must not send atomic fragments",
-    )?;
+    check_no_atomic_fragments(rec, &tcp, "RFC 8021: a host must not send atomic fragments")?;
     tcp.reset()?;
     Ok(())
 }

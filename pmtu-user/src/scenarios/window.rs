@@ -6,12 +6,12 @@
 //! sequence number moved outside [SND.UNA, SND.NXT]: once far above, once below. REMOTE must
 //! ignore both: no path MTU toward the fake host, the segment (resent at once when reported
 //! lost) still full size, nothing ever sent at 1300.
-use std::net::SocketAddr;
 
 use anyhow::Result;
 use futures::FutureExt as _;
 
-use super::pmtu::{CHARGEN_PORT, MTU};
+use super::pmtu::MTU;
+use super::{chargen, too_big_name};
 use crate::{
     broken,
     suite::{
@@ -37,13 +37,9 @@ const BELOW: u32 = 100_000;
 
 /// The window story, for IPv4 (`window`) and IPv6 (`window6`).
 pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
-    let icmp = if v6 {
-        "Packet Too Big"
-    } else {
-        "fragmentation needed"
-    };
+    let icmp = too_big_name(v6);
     let fake = ctx.fake(v6);
-    let remote = SocketAddr::new(ctx.remote_addr(v6), CHARGEN_PORT);
+    let remote = chargen(ctx, v6);
     log::info!("The router only watches: the controller sends the ICMP itself.");
     ctx.set_rule(fake.ip(), RuleSpec::observe())?;
     let counter_name = ctx.profile.out_of_window_counter;
