@@ -245,37 +245,48 @@ fn remote_connections(lab: &LabGuard) -> String {
     stdout(&out) + &stdout(&v4)
 }
 
-fn rule_count(name: &str) -> usize {
-    lab::open(name)
+/// The prefixes of lab `name`'s XDP rules, sorted; none when its responder cannot be opened.
+fn rules(name: &str) -> Vec<String> {
+    let mut prefixes: Vec<String> = lab::open(name)
         .and_then(|l| l.responder())
-        .map(|r| r.rules().len())
-        .unwrap_or(0)
+        .map(|r| r.rules().iter().map(|(p, _)| p.to_string()).collect())
+        .unwrap_or_default();
+    prefixes.sort();
+    prefixes
 }
 
 #[test]
-#[ignore = "after the scenario merges its probe no longer sees the killed run's rule and connection: to be fixed (see the issue)"]
 fn a_run_starts_by_clearing_what_a_killed_run_left_in_a_kept_lab() {
     let lab = LabGuard::up("vd");
-    // tcpfrag6 sets a rule for the fake host, connects to chargen and then waits for REMOTE's
-    // retransmission timeout: kill it there, with no chance to clean up.
-    // blackhole holds its rule and connection for seconds (REMOTE probes its way down).
+    let standing = rules(&lab.0);
+    assert_eq!(standing.len(), LAB_RULES, "{standing:?}");
+    // blackhole sets a rule for its fake host and holds it and its chargen connection for
+    // seconds (REMOTE probes its way down): kill it there, with no chance to clean up.
     let mut child = spawn(&lab.0, &["blackhole"]);
     wait_until(
         Duration::from_secs(5),
         "blackhole's rule and connection",
-        || rule_count(&lab.0) > LAB_RULES && !remote_connections(&lab).is_empty(),
+        || {
+            assert!(child.try_wait().unwrap().is_none(), "blackhole ended first");
+            rules(&lab.0).len() > LAB_RULES && !remote_connections(&lab).is_empty()
+        },
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(rule_count(&lab.0) > LAB_RULES);
+    let left = rules(&lab.0);
+    assert!(
+        standing.iter().all(|p| left.contains(p)) && left.len() > LAB_RULES,
+        "{left:?}"
+    );
     assert!(!remote_connections(&lab).is_empty());
 
     let out = lab.pmtu(&["run", "ping"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
-        rule_count(&lab.0),
-        LAB_RULES,
-        "the killed run's rule is still there"
+        rules(&lab.0),
+        standing,
+        "not the lab's standing rules (the killed run's rule is still there, or one of the \
+         lab's own is gone)"
     );
     assert!(
         remote_connections(&lab).is_empty(),

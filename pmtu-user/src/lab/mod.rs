@@ -358,7 +358,7 @@ fn build(
 }
 
 /// The networks behind LOCAL: FAKE_NET, FAKE_NET6 and the stress prefixes.
-fn fake_nets(t: &Topology) -> [IpNet; 4] {
+pub(super) fn fake_nets(t: &Topology) -> [IpNet; 4] {
     [
         IpNet::V4(t.fake_net),
         IpNet::V6(t.fake_net6),

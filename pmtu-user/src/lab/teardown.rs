@@ -3,10 +3,10 @@
 use std::{fs, io};
 
 use anyhow::{bail, Context as _, Result};
-use ipnet::IpNet;
 
 use super::{
     bpffs::unmount_bpffs,
+    fake_nets,
     lock::{self, LabLock},
     plan::{local_ns, pin_dir, remote_ns, state_dir, validate_name},
     record::LabRecord,
@@ -16,12 +16,11 @@ use super::{
 use crate::{net::netns, xdp::responder::RuleSpec};
 
 /// Clears what an interrupted run may have left in a kept lab: the rules its scenarios set for
-/// single fake hosts (the lab's own rules for the fake nets are set anew), and REMOTE's TCP
-/// connections to the fake nets, aborted with RST (`ss -K`), so that no chargen keeps sending
-/// into the responder.
+/// single fake hosts (the lab's own rules for the fake nets and the stress prefixes are set
+/// anew), and REMOTE's TCP connections to those nets, aborted with RST (`ss -K`), so that no
+/// chargen keeps sending into the responder.
 pub fn clear_traces(lab: &Lab) -> Result<()> {
-    let t = &lab.topology;
-    let defaults = [IpNet::V4(t.fake_net), IpNet::V6(t.fake_net6)];
+    let defaults = fake_nets(&lab.topology);
     let mut responder = lab.responder()?;
     for (prefix, _) in responder.rules() {
         if !defaults.contains(&prefix) {
