@@ -145,9 +145,20 @@ fn odd_lengths_get_correct_checksums() {
             "ICMPv6 checksum for a {len}-byte packet"
         );
     }
+    // Every quote length up to the largest, so that every block size of the checksum (its
+    // length's binary digits) and the odd 2 and 1 bytes at the end are covered.
+    r.set_rule("2001:db8:1::/64".parse().unwrap(), RuleSpec::answer(1000))
+        .unwrap();
+    for len in 1001..=1300 {
+        let frame = segment(FAKE6.into(), len);
+        let out = run(&r, &frame);
+        assert_eq!(out.action, XDP_TX, "len {len}");
+        let icmp = parse_icmp_error(&out.frame).unwrap();
+        assert!(icmp.icmp_checksum_ok, "ICMPv6 checksum for {len}");
+    }
     r.set_rule("198.51.100.0/24".parse().unwrap(), RuleSpec::answer(68))
         .unwrap();
-    for len in [69, 70, 71, 101, 577, 600] {
+    for len in 69..=600 {
         let frame = segment(FAKE4.into(), len);
         let out = run(&r, &frame);
         assert_eq!(out.action, XDP_TX, "len {len}");

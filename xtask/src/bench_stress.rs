@@ -4,6 +4,9 @@
 //! `kernel_limit_flows_per_s tcp=.. udp=..` (the same exchange by LOCAL's kernel sockets: REMOTE's
 //! own ceiling), `ratio_to_kernel_limit=..` (the worse of TCP and UDP), then a run of 100,000
 //! flows of every kind: `peak_rss_mb_at_100k_flows=..`, and `events_lost=..` over all runs.
+//! Last, `pmtu bench responder` on the same lab: `responder_answers_per_s xdp=..
+//! kernel_router=.. ratio=..` (REMOTE flooded with oversized DF datagrams, answered by the XDP
+//! responder, then by a kernel router; the same for IPv6).
 use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +32,33 @@ pub struct StressBench {
     /// Flows of the memory run.
     #[arg(long, default_value_t = 100_000)]
     big: u64,
+    /// Seconds of each flood of `pmtu bench responder`.
+    #[arg(long, default_value_t = 2.0)]
+    flood_seconds: f64,
+}
+
+/// `pmtu --lab LAB bench responder`: its `responder_answers_per_s` lines.
+fn responder_answers(pmtu: &Path, lab: &str, seconds: f64) -> Result<Vec<String>> {
+    let mut cmd = Command::new(pmtu);
+    cmd.args(["--lab", lab, "bench", "responder", "--seconds"])
+        .arg(seconds.to_string());
+    let captured = exec::capture_lines(&mut cmd)?;
+    exec::check_interrupted()?;
+    let lines: Vec<String> = captured
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("responder_answers_per_s"))
+        .cloned()
+        .collect();
+    if !captured.status.success() || lines.is_empty() {
+        bail!(
+            "{} failed ({}): {}",
+            describe(&cmd),
+            exec::describe_status(captured.status),
+            captured.lines.join(" / ")
+        );
+    }
+    Ok(lines)
 }
 
 /// One `pmtu stress ... --format json`: its summary object.
@@ -124,6 +154,7 @@ pub fn run(pmtu: &Path, opts: &StressBench) -> Result<()> {
         &base("tcp4,tcp6,udp4,udp6", opts.big, 100),
     )?;
     note("100k run", &big, &mut problems);
+    let answers = responder_answers(pmtu, lab.name(), opts.flood_seconds);
     drop(lab);
 
     let show = |pairs: &[(&str, f64)]| {
@@ -169,6 +200,10 @@ pub fn run(pmtu: &Path, opts: &StressBench) -> Result<()> {
         );
     }
     println!("events_lost={events_lost}");
+    match answers {
+        Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+        Err(e) => problems.push(format!("bench responder: {e:#}")),
+    }
     if !problems.is_empty() {
         bail!("runs with problems:\n  {}", problems.join("\n  "));
     }

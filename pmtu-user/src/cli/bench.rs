@@ -18,7 +18,7 @@ use pmtu::{
         data_segment, FAKE_NET_ADDR as FAKE4, FAKE_NET_ADDR6 as FAKE6, LOCAL_ADDR as ROUTER4,
         LOCAL_ADDR6 as ROUTER6, REMOTE_ADDR as REMOTE4, REMOTE_ADDR6 as REMOTE6,
     },
-    xdp::responder::{Responder, RuleSpec, XDP_DROP, XDP_PASS, XDP_TX},
+    xdp::responder::{AttachMode, Responder, RuleSpec, XDP_DROP, XDP_PASS, XDP_TX},
 };
 
 use super::require_root;
@@ -36,7 +36,14 @@ pub enum BenchWhat {
         /// Program runs per path.
         #[arg(long, default_value_t = 200_000)]
         runs: u32,
+        /// Only these paths (and the floor and the empty program the ratio needs), e.g. to
+        /// profile one.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
+    /// ICMP errors a second that reach REMOTE from the XDP responder and from a kernel router,
+    /// under a flood of oversized DF datagrams, and their ratio.
+    Responder(super::bench_responder::ResponderArgs),
 }
 
 const OTHER4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
@@ -48,14 +55,15 @@ struct Path {
     expect: u32,
 }
 
-pub async fn cli(args: BenchArgs) -> Result<()> {
+pub async fn cli(args: BenchArgs, lab_name: &str, mode: AttachMode) -> Result<()> {
     require_root("pmtu bench")?;
     match args.what {
-        BenchWhat::Xdp { runs } => xdp(runs),
+        BenchWhat::Xdp { runs, only } => xdp(runs, &only),
+        BenchWhat::Responder(args) => super::bench_responder::cli(args, lab_name, mode).await,
     }
 }
 
-fn xdp(runs: u32) -> Result<()> {
+fn xdp(runs: u32, only: &[String]) -> Result<()> {
     let mut responder = Responder::load(None)?;
     responder.set_routers(ROUTER4, ROUTER6)?;
     responder.set_rule(IpNet::from(IpAddr::V4(FAKE4)), RuleSpec::answer(1300))?;
@@ -101,6 +109,23 @@ fn xdp(runs: u32) -> Result<()> {
             expect: XDP_TX,
         },
     ];
+    if let Some(unknown) = only
+        .iter()
+        .find(|n| !paths.iter().any(|p| p.name == n.as_str()))
+    {
+        bail!(
+            "no path `{unknown}`; the paths are {}",
+            paths.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let paths: Vec<Path> = paths
+        .into_iter()
+        .filter(|p| {
+            only.is_empty()
+                || matches!(p.name, "empty-program" | "floor")
+                || only.iter().any(|n| n == p.name)
+        })
+        .collect();
     let mut results = Vec::new();
     let mut drained = Vec::new();
     for path in &paths {

@@ -1,6 +1,7 @@
 //! The `pmtu` command line: one file per verb, the scenario subcommands generated from the
 //! registry ([`pmtu::scenarios::ALL`]), exit codes and signals. Nothing imports this folder.
 pub mod bench;
+pub mod bench_responder;
 pub mod lab;
 pub mod respond;
 pub mod run;
@@ -176,7 +177,7 @@ pub async fn dispatch(globals: Globals, request: Request) -> Result<ExitCode> {
         Request::Verb(Verb::Lab(args)) => ok(lab::cli(args, lab_name, mode).await),
         Request::Verb(Verb::Respond(args)) => ok(respond::cli(args, mode).await),
         Request::Verb(Verb::Serve(args)) => ok(serve::cli(args).await),
-        Request::Verb(Verb::Bench(args)) => ok(bench::cli(args).await),
+        Request::Verb(Verb::Bench(args)) => ok(bench::cli(args, lab_name, mode).await),
         Request::Verb(Verb::Stress(args)) => tested(stress::cli(args, lab_name, mode).await),
     }
 }

@@ -28,6 +28,7 @@
 //! namespace) that every other tool reads, and rtnetlink has no call for it.
 pub mod bpffs;
 pub mod health;
+pub mod kernel_router;
 pub mod lock;
 pub mod plan;
 pub mod record;
