@@ -180,6 +180,40 @@ fn debian_6_1_guest_passes_every_scenario_and_is_named_in_the_summary() {
     assert_gone(&lab);
 }
 
+/// The long scenarios (`pmtu run --all` adds them): a lab's guest is ours, so they change its
+/// settings (a 2 s path MTU lifetime, black-hole detection) and put them back, as on a
+/// namespace lab; none is skipped as on a real REMOTE.
+#[test]
+fn debian_6_1_guest_passes_the_long_scenarios_with_its_settings_changed() {
+    let _turn = one_guest_at_a_time();
+    let lab = LabGuard::new("vm");
+    let long: Vec<&str> = pmtu::scenarios::LONG.iter().map(|s| s.name).collect();
+    let mut args = vec!["run", "--kernel", "debian", "--format", "json"];
+    args.extend(&long);
+    let out = lab.pmtu(&args);
+    let (scenarios, summary) = json_run(&out);
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, long, "{}", text(&out));
+    for s in &scenarios {
+        assert_eq!(s["verdict"], "pass", "{s}\n{}", text(&out));
+    }
+    assert!(out.status.success(), "{}", text(&out));
+    for name in ["expire", "expire6"] {
+        let s = common::scenario(&scenarios, name);
+        assert_eq!(s["measured"]["lifetime_set_s"], 2, "{s}");
+    }
+    assert!(
+        summary["remote_kernel"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("6.1.")),
+        "{summary}"
+    );
+    assert_gone(&lab);
+}
+
 #[test]
 fn a_lab_kept_up_serves_scenarios_status_and_exec_until_it_is_taken_down() {
     let _turn = one_guest_at_a_time();
