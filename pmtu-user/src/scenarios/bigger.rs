@@ -94,8 +94,8 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
         .collect_until(Instant::now())
         .await
         .into_iter()
-        .filter(|e| e.is_tcp() && e.payload_len() > 0 && e.seq == quoted.seq)
-        .last()
+        .rev()
+        .find(|e| e.is_tcp() && e.payload_len() > 0 && e.seq == quoted.seq)
         .unwrap_or(resent);
     log::info!("The router sends ICMP {icmp} with MTU {MTU} about the resend.");
     send_too_big(ctx, &resent, MTU as u32, Quote::AsSent)?;
