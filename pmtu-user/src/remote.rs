@@ -203,6 +203,14 @@ impl Session {
             stdout: BufReader::new(stdout),
             next: 0,
         };
+        // One file for the commands' standard error, removed when the shell ends.
+        session
+            .stdin
+            .write_all(
+                b"__pmtu_err=\"${TMPDIR:-/tmp}/.pmtu-err.$$\"; trap 'rm -f \"$__pmtu_err\"' EXIT; \
+                  trap 'rm -f \"$__pmtu_err\"; exit 1' HUP INT TERM PIPE\n",
+            )
+            .context("writing to the shell session")?;
         // A first round trip proves the shell answers.
         match session.run("true") {
             Ok((0, _, _)) => Ok(session),
@@ -217,12 +225,15 @@ impl Session {
     fn run(&mut self, script: &str) -> Result<(i32, String, String)> {
         self.next += 1;
         let end = format!("__pmtu_end_{}_{}", std::process::id(), self.next);
-        let err = format!("${{TMPDIR:-/tmp}}/.pmtu-err.$$.{}", self.next);
         // The output is read up to the marker that follows it on a line of its own, so output
-        // without a final newline stays exact; standard error comes back through a file.
+        // without a final newline stays exact; standard error comes back through the session's
+        // file, read by the shell itself (a program started on an emulated REMOTE costs more
+        // than the round trip).
         let wrapped = format!(
-            "( {script}\n) </dev/null 2>\"{err}\"; s=$?; printf '\\n{end} %d\\n' \"$s\"; \
-             cat \"{err}\" 2>/dev/null; rm -f \"{err}\"; printf '\\n{end}\\n'\n"
+            "( {script}\n) </dev/null 2>\"$__pmtu_err\"; __pmtu_s=$?; \
+             printf '\\n{end} %d\\n' \"$__pmtu_s\"; \
+             while IFS= read -r __pmtu_l || [ -n \"$__pmtu_l\" ]; do printf '%s\\n' \"$__pmtu_l\"; \
+             done <\"$__pmtu_err\"; printf '\\n{end}\\n'\n"
         );
         self.stdin
             .write_all(wrapped.as_bytes())

@@ -112,13 +112,16 @@ impl Setup {
             mut responder,
             temp,
             lock,
-            target: _,
+            target,
         } = self;
         if let Some(c) = &capture {
             c.set_routers(topo.local_addr, topo.local_addr6);
         }
         let sock = RawSocket::open(topo.local_netns.as_deref(), &topo.local_if)?;
-        let topo_remote_is_ours = topo.remote_netns.is_some();
+        // A lab's REMOTE, a namespace or a guest the lab booted, is ours to reconfigure; a
+        // real REMOTE (the environment's variables, a guest's too) only has its settings read.
+        let topo_remote_is_ours =
+            topo.remote_netns.is_some() || target.lab.as_deref() == Some("vm");
         let fakes = FakeHosts::new(&topo);
         let events = responder.take_events()?;
         let hub = Hub::start(events, capture.clone());
@@ -133,7 +136,6 @@ impl Setup {
             hub,
             capture,
             profile: Profile::get(profile),
-            // A lab's REMOTE is a namespace of this machine, ours to reconfigure.
             remote_is_ours: topo_remote_is_ours,
             fakes,
         };

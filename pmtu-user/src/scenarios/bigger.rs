@@ -10,6 +10,7 @@
 
 use anyhow::Result;
 use futures::FutureExt as _;
+use tokio::time::Instant;
 
 use super::pmtu::{why_not_adopted, MTU};
 use super::{chargen, too_big_name};
@@ -81,6 +82,17 @@ pub async fn story(ctx: &Ctx, rec: &mut Record, v6: bool) -> Result<()> {
         &format!("REMOTE keeps a path MTU (0: none) from an ICMP announcing {LARGER_THAN_LINK}"),
     )?;
 
+    // REMOTE's retransmission timer may have sent the segment again while REMOTE's route was
+    // read (a round trip to REMOTE, longer than its timeout on a slow REMOTE): quote the last
+    // copy sent so far, and judge only what REMOTE sends after that ICMP.
+    let resent = tcp
+        .flow
+        .collect_until(Instant::now())
+        .await
+        .into_iter()
+        .rev()
+        .find(|e| e.is_tcp() && e.payload_len() > 0 && e.seq == quoted.seq)
+        .unwrap_or(resent);
     log::info!("The router sends ICMP {icmp} with MTU {MTU} about the resend.");
     send_too_big(ctx, &resent, MTU as u32, Quote::AsSent)?;
     let smaller = tcp

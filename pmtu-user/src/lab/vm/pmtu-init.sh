@@ -49,16 +49,19 @@ done
 for conf in all default "$DEV"; do
     echo 0 > "/proc/sys/net/ipv6/conf/$conf/accept_dad"
 done
-ip link set lo up || fail "ip link set lo up"
-ip link set "$DEV" up || fail "ip link set $DEV up"
-ip addr add "$ADDR" dev "$DEV" || fail "ip addr add $ADDR dev $DEV"
-ip -6 addr add "$ADDR6" dev "$DEV" nodad || fail "ip -6 addr add $ADDR6 dev $DEV"
-ip route add "$NET" via "$VIA" || fail "ip route add $NET via $VIA"
-ip -6 route add "$NET6" via "$VIA6" || fail "ip -6 route add $NET6 via $VIA6"
-# LOCAL is REMOTE's IPv6 router, as a router advertisement would say: Linux drops the path MTUs
-# learned through a gateway not known as a router at its route garbage collection.
-ip -6 neigh replace "$VIA6" lladdr "$VIAMAC" dev "$DEV" router nud permanent ||
-    fail "ip -6 neigh replace $VIA6 lladdr $VIAMAC dev $DEV router"
+# One ip for all of it (each program started costs dearly in an emulated guest). LOCAL is
+# REMOTE's IPv6 router, as a router advertisement would say: Linux drops the path MTUs learned
+# through a gateway not known as a router at its route garbage collection.
+out=$(ip -batch - 2>&1 <<EOF
+link set lo up
+link set $DEV up
+addr add $ADDR dev $DEV
+addr add $ADDR6 dev $DEV nodad
+route add $NET via $VIA
+route add $NET6 via $VIA6
+neigh replace $VIA6 lladdr $VIAMAC dev $DEV router nud permanent
+EOF
+) || fail "configuring $DEV ($ADDR, $ADDR6, routes to $NET and $NET6, router $VIA6): $(echo "$out" | tr "\n" " ")"
 
 inetd -R 1000000 /etc/inetd.conf || fail "inetd did not start"
 mkdir -p /run/sshd
