@@ -25,7 +25,7 @@ use crate::{
     config::format_mac,
     net::{netns, rawsock},
     suite::{
-        remote_checks::{remote_checks, run_remote_check},
+        remote_checks::{prefetch, remote_checks, run_remote_check},
         tcp::FakeTcp,
         udp::ECHO_PORT,
         Ctx, Record, Scenario,
@@ -46,10 +46,13 @@ const SILENCE: Duration = Duration::from_millis(200);
 type Check<'a> = (String, Box<dyn FnOnce() -> Result<()> + Send + 'a>);
 
 async fn run(ctx: &Ctx, rec: &mut Record) -> Result<()> {
+    let remote = remote_checks(&ctx.topo, ctx.profile.name);
+    let pre = prefetch(ctx, &remote);
+    let pre = &pre;
     let mut checks = local_checks(ctx);
-    for check in remote_checks(&ctx.topo, ctx.profile.name) {
+    for check in remote {
         let name = check.name.clone();
-        checks.push((name, Box::new(move || run_remote_check(ctx, &check))));
+        checks.push((name, Box::new(move || run_remote_check(ctx, &check, pre))));
     }
     log::info!("Run {} set-up checks at once.", checks.len());
     let mut results = tokio::task::block_in_place(|| {

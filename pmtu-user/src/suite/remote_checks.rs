@@ -2,7 +2,7 @@
 //! words: OpenBSD's are the original's commands (`route -n get`, `arp -na`, `ndp -na`,
 //! `netstat`, `pfctl`); Linux's are their iproute2 equivalents. No Linux command is ever run on
 //! an OpenBSD REMOTE.
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -275,9 +275,75 @@ fn listener_checks(t: &Topology, profile: ProfileName) -> Vec<RemoteCheck> {
     checks
 }
 
+/// The output of every plain command the checks run, fetched in one round trip to REMOTE
+/// (over ssh, one command each costs a round trip: across a real network or into a slow guest
+/// that adds up). Only commands that succeeded are kept: a check whose command failed runs it
+/// again alone, so that its error is that command's own.
+#[derive(Default)]
+pub struct Prefetched(HashMap<Vec<String>, String>);
+
+const BEGIN: &str = "@@pmtu-check-begin";
+const END: &str = "@@pmtu-check-end";
+
+/// Runs the plain commands of `checks` on REMOTE as one script, one after the other.
+pub fn prefetch(ctx: &Ctx, checks: &[RemoteCheck]) -> Prefetched {
+    let mut argvs: Vec<&Vec<String>> = Vec::new();
+    for check in checks {
+        if let Probe::Succeeds(argv) | Probe::Line(argv, _) = &check.probe {
+            if !argvs.contains(&argv) {
+                argvs.push(argv);
+            }
+        }
+    }
+    let script: String = argvs
+        .iter()
+        .enumerate()
+        .map(|(i, argv)| {
+            format!(
+                "printf '{BEGIN} {i}\\n'; {} </dev/null 2>/dev/null; rc=$?; printf '\\n{END} {i} %d\\n' \"$rc\"\n",
+                shell_words::join(argv.iter())
+            )
+        })
+        .collect();
+    match ctx.remote_script(&script) {
+        Ok(out) => Prefetched(parse_batch(&out, &argvs)),
+        Err(e) => {
+            log::debug!("the checks' batch failed, each runs alone: {e:#}");
+            Prefetched::default()
+        }
+    }
+}
+
+/// The outputs of the commands that exited 0, by command, from the batch's marked output.
+fn parse_batch(out: &str, argvs: &[&Vec<String>]) -> HashMap<Vec<String>, String> {
+    let mut found = HashMap::new();
+    let mut current: Option<(usize, String)> = None;
+    for line in out.lines() {
+        if let Some(i) = line.strip_prefix(BEGIN).and_then(|r| r.trim().parse().ok()) {
+            current = Some((i, String::new()));
+        } else if let Some(rest) = line.strip_prefix(END) {
+            let mut words = rest.split_whitespace().map(str::parse::<usize>);
+            if let (Some((i, text)), Some(Ok(j)), Some(Ok(0))) =
+                (current.take(), words.next(), words.next())
+            {
+                if let (true, Some(argv)) = (i == j, argvs.get(i)) {
+                    found.insert((*argv).clone(), text);
+                }
+            }
+        } else if let Some((_, text)) = current.as_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    found
+}
+
 /// Runs one check on REMOTE; the error says what was seen and how to fix it.
-pub fn run_remote_check(ctx: &Ctx, check: &RemoteCheck) -> Result<()> {
+pub fn run_remote_check(ctx: &Ctx, check: &RemoteCheck, pre: &Prefetched) -> Result<()> {
     let run = |argv: &[String]| -> Result<String> {
+        if let Some(out) = pre.0.get(argv) {
+            return Ok(out.clone());
+        }
         let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
         ctx.remote(&argv[0], &args)
     };
@@ -328,6 +394,30 @@ pub fn run_remote_check(ctx: &Ctx, check: &RemoteCheck) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_keeps_the_output_of_each_command_that_succeeded() {
+        let a = words(&["ip", "route"]);
+        let b = words(&["ping", "-c", "1", "192.0.2.1"]);
+        let c = words(&["ss", "-Hl"]);
+        let out = format!(
+            "{BEGIN} 0\ndefault via 192.0.2.1\n198.51.100.0/24 via 192.0.2.1\n\n{END} 0 0\n\
+             {BEGIN} 1\n\n{END} 1 1\n{BEGIN} 2\nudp UNCONN 0 0 0.0.0.0:7\n{END} 1 0\n"
+        );
+        let found = parse_batch(&out, &[&a, &b, &c]);
+        assert_eq!(
+            found.get(&a).map(String::as_str),
+            Some("default via 192.0.2.1\n198.51.100.0/24 via 192.0.2.1\n\n")
+        );
+        assert!(
+            !found.contains_key(&b),
+            "a failed command must run again alone"
+        );
+        assert!(
+            !found.contains_key(&c),
+            "an end marker of another command ends nothing"
+        );
+    }
 
     fn topo() -> Topology {
         Topology::from_lookup(|name| {
