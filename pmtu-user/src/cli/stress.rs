@@ -27,7 +27,7 @@ use pmtu::{
     net::{
         netns,
         probe::{probe_chargen, probe_echo},
-        rtnl,
+        qdisc, rtnl,
     },
     signals,
     suite::{
@@ -220,6 +220,11 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     };
     check_hosts(&plan, real_remote)?;
     check_services(&t, &plan)?;
+    let _queues = if real_remote {
+        None
+    } else {
+        LinkQueues::set(&t)?
+    };
     ctx.reset_routes()
         .context("forgetting REMOTE's path MTUs before the run")?;
 
@@ -302,13 +307,51 @@ fn events_lost(ctx: &Ctx) -> Result<u64> {
     Ok(responder.counters()?[Counter::EventsLost as usize])
 }
 
-/// Frames dropped so far by LOCAL_IF and, in a lab, by REMOTE's end of the veth.
+/// Frames dropped so far by LOCAL_IF and, in a lab, by REMOTE's end of the veth and the
+/// queues [`LinkQueues`] put on both ends.
 fn dropped_frames(t: &Topology, real_remote: bool) -> Result<u64> {
     let mut n = rtnl::dropped_frames(t.local_netns.as_deref(), &t.local_if)?;
     if let (false, Some(ns)) = (real_remote, t.remote_netns.as_deref()) {
         n += rtnl::dropped_frames(Some(ns), REMOTE_IF)?;
+        n += qdisc::drops(ns, REMOTE_IF)?;
+        if let Some(local) = t.local_netns.as_deref() {
+            n += qdisc::drops(local, &t.local_if)?;
+        }
     }
     Ok(n)
+}
+
+/// A queue on both ends of a lab's veth for the run. Without one (a veth's default) a frame
+/// that finds the receiving end's ring full is dropped: REMOTE's echo replies to a busy LOCAL,
+/// LOCAL's frames to a busy REMOTE. With one, Linux 6.16 and later hold the frame back until
+/// the ring drains. Removed when dropped (the veth goes back to `noqueue`).
+struct LinkQueues {
+    ends: Vec<(String, String)>,
+}
+
+impl LinkQueues {
+    fn set(t: &Topology) -> Result<Option<Self>> {
+        let (Some(local), Some(remote)) = (t.local_netns.as_deref(), t.remote_netns.as_deref())
+        else {
+            return Ok(None);
+        };
+        let mut queues = LinkQueues { ends: Vec::new() };
+        for (ns, iface) in [(local, t.local_if.as_str()), (remote, REMOTE_IF)] {
+            qdisc::set_root(ns, iface, "pfifo")?;
+            queues.ends.push((ns.to_string(), iface.to_string()));
+        }
+        Ok(Some(queues))
+    }
+}
+
+impl Drop for LinkQueues {
+    fn drop(&mut self) {
+        for (ns, iface) in &self.ends {
+            if let Err(e) = qdisc::remove_root(ns, iface) {
+                log::warn!("{e:#}");
+            }
+        }
+    }
 }
 
 /// A lab from before the stress prefixes existed cannot run stress.
