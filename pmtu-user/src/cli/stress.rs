@@ -48,6 +48,10 @@ use super::{exit, require_root, run, Usage};
 /// process per connection: far too slow for thousands of flows a second).
 const LAB_TCP_PORT: u16 = 10019;
 const LAB_UDP_PORT: u16 = 10007;
+/// Flows at once by default; against a lab's qemu guest (emulated, one CPU, inetd forking a
+/// chargen per connection) fewer, or its services fall behind and flows time out.
+const DEFAULT_CONCURRENCY: usize = 256;
+const GUEST_CONCURRENCY: usize = 8;
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "\
@@ -64,9 +68,10 @@ pub struct StressArgs {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub flows: u64,
     /// Flows at once, at most 4000: each holds one rule in the responder's LPM trie (4096
-    /// entries per family, a few of them the lab's prefixes).
-    #[arg(long, default_value_t = 256)]
-    pub concurrency: usize,
+    /// entries per family, a few of them the lab's prefixes) [default: 256; 8 against a
+    /// lab's qemu guest, whose inetd forks a process per connection]
+    #[arg(long)]
+    pub concurrency: Option<usize>,
     /// Flows started per second at most (default: as fast as the concurrency allows).
     #[arg(long)]
     pub rate: Option<f64>,
@@ -134,10 +139,9 @@ fn parse_mtu_range(text: &str) -> Result<RangeInclusive<u16>, String> {
 
 /// Refuses what the run cannot do, before anything is set up.
 fn check(args: &StressArgs) -> Result<(), Usage> {
-    if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
+    if let Some(c) = args.concurrency.filter(|c| *c == 0 || *c > MAX_CONCURRENCY) {
         return Err(Usage(format!(
-            "--concurrency {} is not within 1..={MAX_CONCURRENCY}: every flow holds a rule in the responder's 4096-entry LPM trie",
-            args.concurrency
+            "--concurrency {c} is not within 1..={MAX_CONCURRENCY}: every flow holds a rule in the responder's 4096-entry LPM trie"
         )));
     }
     if let Some(r) = args.rate {
@@ -194,8 +198,9 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
         (hosts, None)
     } else {
         check_lab_has_stress_nets(&ctx)?;
-        let service = match (args.tcp_port, args.udp_port) {
-            (None, None) => Some(StressService::start(&t)?),
+        // A qemu guest has no `pmtu` binary: its inetd's chargen and echo serve the run.
+        let service = match (args.tcp_port, args.udp_port, &t.remote_netns) {
+            (None, None, Some(_)) => Some(StressService::start(&t)?),
             _ => None,
         };
         (Hosts::new(STRESS_NET, STRESS_NET6, &[]), service)
@@ -206,7 +211,12 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     };
     let plan = Plan {
         flows: args.flows,
-        concurrency: args.concurrency,
+        concurrency: args
+            .concurrency
+            .unwrap_or(match (real_remote, &t.remote_netns) {
+                (false, None) => GUEST_CONCURRENCY,
+                _ => DEFAULT_CONCURRENCY,
+            }),
         rate: args.rate,
         mix: args.mix.clone(),
         mtu: args.mtu.clone(),
@@ -229,7 +239,7 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
         .context("forgetting REMOTE's path MTUs before the run")?;
 
     let lost_before = events_lost(&ctx)?;
-    let dropped_before = dropped_frames(&t, real_remote)?;
+    let dropped_before = dropped_frames(&ctx, &t, real_remote)?;
     let live = Arc::new(Live::default());
     let progress = Progress::start(live.clone(), plan.flows);
     let stats = match args.client {
@@ -247,7 +257,7 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     let mut stats = stats?;
     let capacity = if args.client == Client::Fake && !stats.interrupted && args.sample > 0 {
         eprintln!("stress: probing the earliest destinations again (state capacity)");
-        stress::probe_earliest(ctx.clone(), &mut stats, signals::stop()).await?
+        stress::probe_earliest(ctx.clone(), plan.concurrency, &mut stats, signals::stop()).await?
     } else {
         Default::default()
     };
@@ -256,7 +266,7 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     if args.client == Client::Fake {
         report.set_events_lost(events_lost(&ctx)?.saturating_sub(lost_before));
     }
-    let dropped = dropped_frames(&t, real_remote)?.saturating_sub(dropped_before);
+    let dropped = (dropped_frames(&ctx, &t, real_remote)? - dropped_before).max(0) as u64;
     match args.client {
         Client::Fake => report.set_frames_dropped(dropped),
         // Nothing is judged from the kernel client's frames: only reported.
@@ -308,17 +318,46 @@ fn events_lost(ctx: &Ctx) -> Result<u64> {
 }
 
 /// Frames dropped so far by LOCAL_IF and, in a lab, by REMOTE's end of the veth and the
-/// queues [`LinkQueues`] put on both ends.
-fn dropped_frames(t: &Topology, real_remote: bool) -> Result<u64> {
-    let mut n = rtnl::dropped_frames(t.local_netns.as_deref(), &t.local_if)?;
+/// queues [`LinkQueues`] put on both ends. A tap (a qemu guest's link) counts the responder's
+/// own XDP_DROP verdicts (the fake hosts' traffic it does not answer) among its received frames
+/// dropped: those are taken out. Only differences between two readings mean anything.
+fn dropped_frames(ctx: &Ctx, t: &Topology, real_remote: bool) -> Result<i128> {
+    let local = rtnl::dropped_frames(t.local_netns.as_deref(), &t.local_if)?;
+    let mut n = local.rx as i128 + local.tx as i128;
+    if local.tun {
+        n -= responder_drops(ctx)? as i128;
+    }
     if let (false, Some(ns)) = (real_remote, t.remote_netns.as_deref()) {
-        n += rtnl::dropped_frames(Some(ns), REMOTE_IF)?;
-        n += qdisc::drops(ns, REMOTE_IF)?;
+        let remote = rtnl::dropped_frames(Some(ns), REMOTE_IF)?;
+        n += (remote.rx + remote.tx) as i128;
+        n += qdisc::drops(ns, REMOTE_IF)? as i128;
         if let Some(local) = t.local_netns.as_deref() {
-            n += qdisc::drops(local, &t.local_if)?;
+            n += qdisc::drops(local, &t.local_if)? as i128;
         }
     }
     Ok(n)
+}
+
+/// Frames the responder dropped on purpose so far (XDP_DROP): a stress flow's rule answers
+/// the first too-big packet and drops everything else toward its fake host, as the host's
+/// black hole.
+fn responder_drops(ctx: &Ctx) -> Result<u64> {
+    let responder = match ctx.responder.lock() {
+        Ok(r) => r,
+        Err(p) => p.into_inner(),
+    };
+    let c = responder.counters()?;
+    Ok([
+        Counter::Fit,
+        Counter::NotDf,
+        Counter::NotAnswerable,
+        Counter::BudgetExhausted,
+        Counter::AnswerFailed,
+        Counter::Blackholed,
+    ]
+    .iter()
+    .map(|k| c[*k as usize])
+    .sum())
 }
 
 /// A queue on both ends of a lab's veth for the run. Without one (a veth's default) a frame
@@ -354,12 +393,23 @@ impl Drop for LinkQueues {
     }
 }
 
-/// A lab from before the stress prefixes existed cannot run stress.
+/// REMOTE routes the stress prefixes via LOCAL. A namespace lab has the routes from its
+/// set-up (a lab from before they existed cannot run stress); a qemu guest's are added here,
+/// over ssh, for as long as the guest lives.
 fn check_lab_has_stress_nets(ctx: &Ctx) -> Result<()> {
+    let t = &ctx.topo;
+    if t.remote_netns.is_none() {
+        let script = format!(
+            "ip route replace {STRESS_NET} via {} && ip -6 route replace {STRESS_NET6} via {}",
+            t.local_addr, t.local_addr6
+        );
+        ctx.remote_script(&script)
+            .context("routing the stress prefixes via LOCAL in the guest")?;
+        return Ok(());
+    }
     let routes = ctx.remote("ip", &["route", "show", &STRESS_NET.to_string()])?;
     if routes.trim().is_empty() {
-        let lab = ctx
-            .topo
+        let lab = t
             .local_netns
             .as_deref()
             .and_then(|n| n.strip_suffix("-local"))
