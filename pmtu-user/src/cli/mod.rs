@@ -6,6 +6,7 @@ pub mod respond;
 pub mod run;
 pub mod serve;
 pub mod stress;
+mod stress_link;
 
 use std::{fmt, process::ExitCode};
 

@@ -19,15 +19,13 @@ use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
 };
-use pmtu_common::Counter;
 
 use pmtu::{
     config::Topology,
-    lab::plan::{REMOTE_IF, STRESS_NET, STRESS_NET6},
+    lab::plan::{STRESS_NET, STRESS_NET6},
     net::{
         netns,
         probe::{probe_chargen, probe_echo},
-        qdisc, rtnl,
     },
     signals,
     suite::{
@@ -42,7 +40,11 @@ use pmtu::{
     xdp::responder::AttachMode,
 };
 
-use super::{exit, require_root, run, Usage};
+use super::{
+    exit, require_root, run,
+    stress_link::{dropped_frames, events_lost, LinkQueue},
+    Usage,
+};
 
 /// Ports of the `pmtu serve` a stress run starts inside the lab's REMOTE (its inetd forks a
 /// process per connection: far too slow for thousands of flows a second).
@@ -233,7 +235,7 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     let _queues = if real_remote {
         None
     } else {
-        LinkQueues::set(&t)?
+        LinkQueue::set(&t)?
     };
     ctx.reset_routes()
         .context("forgetting REMOTE's path MTUs before the run")?;
@@ -307,90 +309,6 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     } else {
         exit::PASSED
     }))
-}
-
-fn events_lost(ctx: &Ctx) -> Result<u64> {
-    let responder = match ctx.responder.lock() {
-        Ok(r) => r,
-        Err(p) => p.into_inner(),
-    };
-    Ok(responder.counters()?[Counter::EventsLost as usize])
-}
-
-/// Frames dropped so far by LOCAL_IF and, in a lab, by REMOTE's end of the veth and the
-/// queues [`LinkQueues`] put on both ends. A tap (a qemu guest's link) counts the responder's
-/// own XDP_DROP verdicts (the fake hosts' traffic it does not answer) among its received frames
-/// dropped: those are taken out. Only differences between two readings mean anything.
-fn dropped_frames(ctx: &Ctx, t: &Topology, real_remote: bool) -> Result<i128> {
-    let local = rtnl::dropped_frames(t.local_netns.as_deref(), &t.local_if)?;
-    let mut n = local.rx as i128 + local.tx as i128;
-    if local.tun {
-        n -= responder_drops(ctx)? as i128;
-    }
-    if let (false, Some(ns)) = (real_remote, t.remote_netns.as_deref()) {
-        let remote = rtnl::dropped_frames(Some(ns), REMOTE_IF)?;
-        n += (remote.rx + remote.tx) as i128;
-        n += qdisc::drops(ns, REMOTE_IF)? as i128;
-        if let Some(local) = t.local_netns.as_deref() {
-            n += qdisc::drops(local, &t.local_if)? as i128;
-        }
-    }
-    Ok(n)
-}
-
-/// Frames the responder dropped on purpose so far (XDP_DROP): a stress flow's rule answers
-/// the first too-big packet and drops everything else toward its fake host, as the host's
-/// black hole.
-fn responder_drops(ctx: &Ctx) -> Result<u64> {
-    let responder = match ctx.responder.lock() {
-        Ok(r) => r,
-        Err(p) => p.into_inner(),
-    };
-    let c = responder.counters()?;
-    Ok([
-        Counter::Fit,
-        Counter::NotDf,
-        Counter::NotAnswerable,
-        Counter::BudgetExhausted,
-        Counter::AnswerFailed,
-        Counter::Blackholed,
-    ]
-    .iter()
-    .map(|k| c[*k as usize])
-    .sum())
-}
-
-/// A queue on both ends of a lab's veth for the run. Without one (a veth's default) a frame
-/// that finds the receiving end's ring full is dropped: REMOTE's echo replies to a busy LOCAL,
-/// LOCAL's frames to a busy REMOTE. With one, Linux 6.16 and later hold the frame back until
-/// the ring drains. Removed when dropped (the veth goes back to `noqueue`).
-struct LinkQueues {
-    ends: Vec<(String, String)>,
-}
-
-impl LinkQueues {
-    fn set(t: &Topology) -> Result<Option<Self>> {
-        let (Some(local), Some(remote)) = (t.local_netns.as_deref(), t.remote_netns.as_deref())
-        else {
-            return Ok(None);
-        };
-        let mut queues = LinkQueues { ends: Vec::new() };
-        for (ns, iface) in [(local, t.local_if.as_str()), (remote, REMOTE_IF)] {
-            qdisc::set_root(ns, iface, "pfifo")?;
-            queues.ends.push((ns.to_string(), iface.to_string()));
-        }
-        Ok(Some(queues))
-    }
-}
-
-impl Drop for LinkQueues {
-    fn drop(&mut self) {
-        for (ns, iface) in &self.ends {
-            if let Err(e) = qdisc::remove_root(ns, iface) {
-                log::warn!("{e:#}");
-            }
-        }
-    }
 }
 
 /// REMOTE routes the stress prefixes via LOCAL. A namespace lab has the routes from its
