@@ -6,19 +6,14 @@ use std::{
     io::IsTerminal as _,
     net::{IpAddr, SocketAddr},
     ops::RangeInclusive,
-    os::unix::process::CommandExt as _,
     path::PathBuf,
-    process::{Child, ExitCode, Stdio},
+    process::ExitCode,
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use ipnet::IpNet;
-use nix::{
-    sys::signal::{kill, Signal},
-    unistd::Pid,
-};
 
 use pmtu::{
     config::Topology,
@@ -29,9 +24,12 @@ use pmtu::{
     },
     signals,
     suite::{
+        outfile::OutFile,
         random_u32,
         stress::{
-            self, flows, kernel, plot,
+            self, flows, kernel,
+            page::{self, PageInfo},
+            plot,
             report::{Client, Report},
             Hosts, Kind, Live, Plan, MAX_CONCURRENCY,
         },
@@ -42,14 +40,12 @@ use pmtu::{
 
 use super::{
     exit, require_root, run,
-    stress_link::{dropped_frames, events_lost, LinkQueue},
+    stress_lab::{
+        dropped_frames, events_lost, LinkQueue, StressService, LAB_TCP_PORT, LAB_UDP_PORT,
+    },
     Usage,
 };
 
-/// Ports of the `pmtu serve` a stress run starts inside the lab's REMOTE (its inetd forks a
-/// process per connection: far too slow for thousands of flows a second).
-const LAB_TCP_PORT: u16 = 10019;
-const LAB_UDP_PORT: u16 = 10007;
 /// Flows at once by default; against a lab's qemu guest (emulated, one CPU, inetd forking a
 /// chargen per connection) fewer, or its services fall behind and flows time out.
 const DEFAULT_CONCURRENCY: usize = 256;
@@ -108,6 +104,10 @@ pub struct StressArgs {
     /// Draw verified flows per second and the latency distribution to this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Write one self-contained HTML page: the summary, the figures per kind, REMOTE's state
+    /// capacity, the failures, and the charts of --plot.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     /// Expected behaviour of REMOTE's OS.
     #[arg(long, value_enum, default_value_t = ProfileName::Linux)]
     pub profile: ProfileName,
@@ -179,17 +179,41 @@ pub async fn cli(args: StressArgs, lab_name: &str, mode: AttachMode) -> Result<E
         std::fs::File::create(path)
             .with_context(|| format!("cannot write the plot {}", path.display()))?;
     }
+    // Fail now, not after the run (an existing file stays as it is until the run's end).
+    let page = args
+        .report
+        .as_deref()
+        .map(|path| OutFile::create(path, "report"))
+        .transpose()?;
+    let started = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     let real_remote = Topology::from_env_if_set()?.is_some();
     let setup = run::setup(lab_name, mode, args.profile, None)?;
+    let remote = run::lab_kind(&setup, lab_name);
     let (ctx, temp) = setup.context(None, args.profile)?;
     let ctx = Arc::new(ctx);
-    let result = with_context(&args, ctx.clone(), real_remote).await;
+    let page = page.map(|file| {
+        let info = PageInfo {
+            kernel: String::new(),
+            remote,
+            started,
+            command: shell_words::join(std::env::args()),
+        };
+        (file, info)
+    });
+    let result = with_context(&args, ctx.clone(), real_remote, page).await;
     drop(ctx);
     drop(temp);
     result
 }
 
-async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Result<ExitCode> {
+async fn with_context(
+    args: &StressArgs,
+    ctx: Arc<Ctx>,
+    real_remote: bool,
+    page: Option<(OutFile, PageInfo)>,
+) -> Result<ExitCode> {
     let t = ctx.topo.clone();
     let (hosts, service) = if real_remote {
         let hosts = Hosts::new(
@@ -279,15 +303,30 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
         StressFormat::Human => print!("{}", report.human()),
         StressFormat::Json => println!("{}", report.json()),
     }
-    if let Some(path) = &args.plot {
-        let latency_name = match args.client {
-            Client::Fake => "PTB to resend",
-            Client::Kernel => "exchange",
+    let latency_name = match args.client {
+        Client::Fake => "PTB to resend",
+        Client::Kernel => "exchange",
+    };
+    let title = format!(
+        "pmtu stress: {} verified flows, {} flows/s",
+        report.verified, report.verified_flows_per_s
+    );
+    if let Some((file, mut info)) = page {
+        info.kernel = match ctx.remote("uname", &["-sr"]) {
+            Ok(k) => k.trim().to_string(),
+            Err(e) => format!("unknown (uname on REMOTE: {e:#})"),
         };
-        let title = format!(
-            "pmtu stress: {} verified flows, {} flows/s",
-            report.verified, report.verified_flows_per_s
-        );
+        let charts = plot::svg_text(
+            &title,
+            &report.verified_per_second,
+            &stats.latency_us,
+            latency_name,
+        )?;
+        let path = file.target().to_path_buf();
+        file.commit(|out| page::write(out, &info, &report, &charts))?;
+        eprintln!("stress: wrote the report to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
         plot::write_svg(
             path,
             &title,
@@ -425,84 +464,6 @@ async fn kernel_client(plan: &Plan, t: &Topology, live: Arc<Live>) -> Result<str
     })
     .await
     .context("the kernel client")?
-}
-
-/// REMOTE's `pmtu serve` for the run, on ports of its own; stopped (by its PID) when dropped.
-/// It also dies with this process (PR_SET_PDEATHSIG), so a killed run leaves none behind.
-struct StressService {
-    child: Child,
-}
-
-impl StressService {
-    fn start(t: &Topology) -> Result<Self> {
-        let ns = t
-            .remote_netns
-            .as_deref()
-            .ok_or_else(|| anyhow!("the lab has no REMOTE namespace"))?;
-        let exe = std::env::current_exe().context("finding the pmtu executable")?;
-        let mut cmd = netns::command(Some(ns), &exe.to_string_lossy())?;
-        cmd.args([
-            "serve",
-            "--chargen-port",
-            &LAB_TCP_PORT.to_string(),
-            "--echo-port",
-            &LAB_UDP_PORT.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting `pmtu serve` in `{ns}`"))?;
-        let mut service = StressService { child };
-        service.wait_ready(t)?;
-        Ok(service)
-    }
-
-    fn wait_ready(&mut self, t: &Topology) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let addrs = [
-            SocketAddr::new(t.remote_addr.into(), LAB_TCP_PORT),
-            SocketAddr::new(t.remote_addr6.into(), LAB_TCP_PORT),
-        ];
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                bail!("REMOTE's `pmtu serve` for stress exited at once ({status}): is port {LAB_TCP_PORT} or {LAB_UDP_PORT} taken in REMOTE?");
-            }
-            let ready = netns::run_in(t.local_netns.as_deref(), || {
-                Ok(addrs.iter().all(|a| probe_chargen(*a).is_ok()))
-            })?;
-            if ready {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("REMOTE's `pmtu serve` for stress did not answer on tcp/{LAB_TCP_PORT} within 3 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for StressService {
-    fn drop(&mut self) {
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Flows started, verified and failed as the run goes: a bar on a terminal, else a line a

@@ -8,6 +8,7 @@
 //! (the same exchange by plain kernel sockets: REMOTE's own ceiling), `plot` (the SVG).
 pub mod flows;
 pub mod kernel;
+pub mod page;
 pub mod plot;
 pub mod report;
 pub mod stats;
