@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::{json_stress, text, LabGuard};
+use common::{chromium, json_stress, text, LabGuard, TempDir};
 use serde_json::Value;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -36,9 +36,20 @@ fn group<'a>(summary: &'a Value, reason: &str) -> &'a Value {
 fn a_short_run_of_every_kind_verifies_every_flow_and_probes_capacity() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let lab = LabGuard::up("st");
+    let dir = TempDir::new("stress-report");
+    let page = dir.path().join("stress.html");
     let (code, s, all) = stress(
         &lab,
-        &["--flows", "2000", "--concurrency", "32", "--sample", "20"],
+        &[
+            "--flows",
+            "2000",
+            "--concurrency",
+            "32",
+            "--sample",
+            "20",
+            "--report",
+            page.to_str().unwrap(),
+        ],
     );
     assert_eq!(code, Some(0), "{all}");
     assert_eq!(count(&s, "verified"), 2000, "{all}");
@@ -67,6 +78,25 @@ fn a_short_run_of_every_kind_verifies_every_flow_and_probes_capacity() {
             .map(|a| a.iter().filter_map(Value::as_u64).sum::<u64>()),
         Some(2000)
     );
+    // The page, as a browser reads it: the verdict, the figures, both charts.
+    let (dom, _) = chromium(&["--dump-dom"], &page);
+    for want in [
+        r#"<span class="verdict pass">PASS</span>"#,
+        "2000 of 2000 started",
+        "REMOTE's PMTU state",
+        "verified flows per second",
+        "PTB to resend latency",
+        "<svg",
+    ] {
+        assert!(dom.contains(want), "no `{want}` in the page: {dom}");
+    }
+    assert!(
+        dom.contains("<td>udp6</td><td>500</td><td>500</td><td>0</td>"),
+        "{dom}"
+    );
+    // The queue the run put on REMOTE's end of the veth is gone again.
+    let qdisc = text(&lab.remote("tc qdisc show dev pmtu1"));
+    assert!(qdisc.contains("noqueue"), "{qdisc}");
 }
 
 #[test]
