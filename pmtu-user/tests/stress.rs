@@ -1,6 +1,7 @@
 //! `pmtu stress` end to end: a short run of every kind of flow passes on a healthy lab, and
 //! fails naming the reason when REMOTE drops ICMP errors (nftables) or clamps path MTUs
-//! (net.ipv4.route.min_pmtu). The runs take turns (one lock): two stress runs at once on a
+//! (net.ipv4.route.min_pmtu), and a short run against the lab's qemu guest of Debian's 6.1
+//! kernel passes. The runs take turns (one lock): two stress runs at once on a
 //! small machine would overflow the veth's queues and make each other's runs invalid.
 mod common;
 
@@ -175,5 +176,29 @@ fn remote_clamping_with_min_pmtu_fails_ipv4_flows_as_above_the_mtu() {
     }
     for kind in ["tcp4", "udp4"] {
         assert_eq!(count(&s["kinds"][kind], "failed"), 100, "{kind}: {all}");
+    }
+}
+
+/// Against Debian's 6.1 kernel in the lab's qemu guest: the stress prefixes are routed via
+/// LOCAL in the guest over ssh and its inetd serves the flows.
+#[test]
+fn a_short_run_against_the_debian_guest_verifies_every_flow() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = LabGuard::new("stv");
+    let up = lab.pmtu(&["lab", "up", "--kernel", "debian"]);
+    assert!(up.status.success(), "{}", text(&up));
+    let (code, s, all) = stress(&lab, &["--flows", "200", "--sample", "10"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(count(&s, "verified"), 200, "{all}");
+    assert_eq!(count(&s, "failed"), 0, "{all}");
+    assert_eq!(count(&s, "frames_dropped"), 0, "{all}");
+    assert_eq!(s["valid"], true, "{all}");
+    for kind in ["tcp4", "tcp6", "udp4", "udp6"] {
+        let c = &s["capacity"][kind];
+        assert_eq!(
+            count(c, "remembered") + count(c, "readopted"),
+            10,
+            "{kind}: {all}"
+        );
     }
 }
