@@ -1,12 +1,13 @@
 //! `pmtu stress` end to end: a short run of every kind of flow passes on a healthy lab, and
 //! fails naming the reason when REMOTE drops ICMP errors (nftables) or clamps path MTUs
-//! (net.ipv4.route.min_pmtu). The runs take turns (one lock): two stress runs at once on a
+//! (net.ipv4.route.min_pmtu), and a short run against the lab's qemu guest of Debian's 6.1
+//! kernel passes. The runs take turns (one lock): two stress runs at once on a
 //! small machine would overflow the veth's queues and make each other's runs invalid.
 mod common;
 
 use std::sync::Mutex;
 
-use common::{json_stress, text, LabGuard};
+use common::{chromium, json_stress, text, LabGuard, TempDir};
 use serde_json::Value;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -36,9 +37,20 @@ fn group<'a>(summary: &'a Value, reason: &str) -> &'a Value {
 fn a_short_run_of_every_kind_verifies_every_flow_and_probes_capacity() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let lab = LabGuard::up("st");
+    let dir = TempDir::new("stress-report");
+    let page = dir.path().join("stress.html");
     let (code, s, all) = stress(
         &lab,
-        &["--flows", "2000", "--concurrency", "32", "--sample", "20"],
+        &[
+            "--flows",
+            "2000",
+            "--concurrency",
+            "32",
+            "--sample",
+            "20",
+            "--report",
+            page.to_str().unwrap(),
+        ],
     );
     assert_eq!(code, Some(0), "{all}");
     assert_eq!(count(&s, "verified"), 2000, "{all}");
@@ -67,6 +79,25 @@ fn a_short_run_of_every_kind_verifies_every_flow_and_probes_capacity() {
             .map(|a| a.iter().filter_map(Value::as_u64).sum::<u64>()),
         Some(2000)
     );
+    // The page, as a browser reads it: the verdict, the figures, both charts.
+    let (dom, _) = chromium(&["--dump-dom"], &page);
+    for want in [
+        r#"<span class="verdict pass">PASS</span>"#,
+        "2000 of 2000 started",
+        "REMOTE's PMTU state",
+        "verified flows per second",
+        "PTB to resend latency",
+        "<svg",
+    ] {
+        assert!(dom.contains(want), "no `{want}` in the page: {dom}");
+    }
+    assert!(
+        dom.contains("<td>udp6</td><td>500</td><td>500</td><td>0</td>"),
+        "{dom}"
+    );
+    // The queue the run put on REMOTE's end of the veth is gone again.
+    let qdisc = text(&lab.remote("tc qdisc show dev pmtu1"));
+    assert!(qdisc.contains("noqueue"), "{qdisc}");
 }
 
 #[test]
@@ -145,5 +176,29 @@ fn remote_clamping_with_min_pmtu_fails_ipv4_flows_as_above_the_mtu() {
     }
     for kind in ["tcp4", "udp4"] {
         assert_eq!(count(&s["kinds"][kind], "failed"), 100, "{kind}: {all}");
+    }
+}
+
+/// Against Debian's 6.1 kernel in the lab's qemu guest: the stress prefixes are routed via
+/// LOCAL in the guest over ssh and its inetd serves the flows.
+#[test]
+fn a_short_run_against_the_debian_guest_verifies_every_flow() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = LabGuard::new("stv");
+    let up = lab.pmtu(&["lab", "up", "--kernel", "debian"]);
+    assert!(up.status.success(), "{}", text(&up));
+    let (code, s, all) = stress(&lab, &["--flows", "200", "--sample", "10"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(count(&s, "verified"), 200, "{all}");
+    assert_eq!(count(&s, "failed"), 0, "{all}");
+    assert_eq!(count(&s, "frames_dropped"), 0, "{all}");
+    assert_eq!(s["valid"], true, "{all}");
+    for kind in ["tcp4", "tcp6", "udp4", "udp6"] {
+        let c = &s["capacity"][kind];
+        assert_eq!(
+            count(c, "remembered") + count(c, "readopted"),
+            10,
+            "{kind}: {all}"
+        );
     }
 }

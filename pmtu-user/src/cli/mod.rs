@@ -7,6 +7,7 @@ pub mod respond;
 pub mod run;
 pub mod serve;
 pub mod stress;
+mod stress_lab;
 
 use std::{fmt, process::ExitCode};
 

@@ -461,7 +461,7 @@ pub fn run_exit_code(outcomes: &[Outcome]) -> u8 {
 }
 
 /// Which REMOTE the run tested, for the report.
-fn lab_kind(setup: &Setup, lab_name: &str) -> String {
+pub fn lab_kind(setup: &Setup, lab_name: &str) -> String {
     let t = &setup.topo;
     if setup.target.lab.as_deref() == Some("vm") {
         return setup.target.description.clone();

@@ -6,34 +6,30 @@ use std::{
     io::IsTerminal as _,
     net::{IpAddr, SocketAddr},
     ops::RangeInclusive,
-    os::unix::process::CommandExt as _,
     path::PathBuf,
-    process::{Child, ExitCode, Stdio},
+    process::ExitCode,
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use ipnet::IpNet;
-use nix::{
-    sys::signal::{kill, Signal},
-    unistd::Pid,
-};
-use pmtu_common::Counter;
 
 use pmtu::{
     config::Topology,
-    lab::plan::{REMOTE_IF, STRESS_NET, STRESS_NET6},
+    lab::plan::{STRESS_NET, STRESS_NET6},
     net::{
         netns,
         probe::{probe_chargen, probe_echo},
-        rtnl,
     },
     signals,
     suite::{
+        outfile::OutFile,
         random_u32,
         stress::{
-            self, flows, kernel, plot,
+            self, flows, kernel,
+            page::{self, PageInfo},
+            plot,
             report::{Client, Report},
             Hosts, Kind, Live, Plan, MAX_CONCURRENCY,
         },
@@ -42,12 +38,18 @@ use pmtu::{
     xdp::responder::AttachMode,
 };
 
-use super::{exit, require_root, run, Usage};
+use super::{
+    exit, require_root, run,
+    stress_lab::{
+        dropped_frames, events_lost, LinkQueue, StressService, LAB_TCP_PORT, LAB_UDP_PORT,
+    },
+    Usage,
+};
 
-/// Ports of the `pmtu serve` a stress run starts inside the lab's REMOTE (its inetd forks a
-/// process per connection: far too slow for thousands of flows a second).
-const LAB_TCP_PORT: u16 = 10019;
-const LAB_UDP_PORT: u16 = 10007;
+/// Flows at once by default; against a lab's qemu guest (emulated, one CPU, inetd forking a
+/// chargen per connection) fewer, or its services fall behind and flows time out.
+const DEFAULT_CONCURRENCY: usize = 256;
+const GUEST_CONCURRENCY: usize = 8;
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "\
@@ -64,9 +66,10 @@ pub struct StressArgs {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub flows: u64,
     /// Flows at once, at most 4000: each holds one rule in the responder's LPM trie (4096
-    /// entries per family, a few of them the lab's prefixes).
-    #[arg(long, default_value_t = 256)]
-    pub concurrency: usize,
+    /// entries per family, a few of them the lab's prefixes) [default: 256; 8 against a
+    /// lab's qemu guest, whose inetd forks a process per connection]
+    #[arg(long)]
+    pub concurrency: Option<usize>,
     /// Flows started per second at most (default: as fast as the concurrency allows).
     #[arg(long)]
     pub rate: Option<f64>,
@@ -101,6 +104,10 @@ pub struct StressArgs {
     /// Draw verified flows per second and the latency distribution to this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Write one self-contained HTML page: the summary, the figures per kind, REMOTE's state
+    /// capacity, the failures, and the charts of --plot.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     /// Expected behaviour of REMOTE's OS.
     #[arg(long, value_enum, default_value_t = ProfileName::Linux)]
     pub profile: ProfileName,
@@ -134,10 +141,9 @@ fn parse_mtu_range(text: &str) -> Result<RangeInclusive<u16>, String> {
 
 /// Refuses what the run cannot do, before anything is set up.
 fn check(args: &StressArgs) -> Result<(), Usage> {
-    if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
+    if let Some(c) = args.concurrency.filter(|c| *c == 0 || *c > MAX_CONCURRENCY) {
         return Err(Usage(format!(
-            "--concurrency {} is not within 1..={MAX_CONCURRENCY}: every flow holds a rule in the responder's 4096-entry LPM trie",
-            args.concurrency
+            "--concurrency {c} is not within 1..={MAX_CONCURRENCY}: every flow holds a rule in the responder's 4096-entry LPM trie"
         )));
     }
     if let Some(r) = args.rate {
@@ -173,17 +179,41 @@ pub async fn cli(args: StressArgs, lab_name: &str, mode: AttachMode) -> Result<E
         std::fs::File::create(path)
             .with_context(|| format!("cannot write the plot {}", path.display()))?;
     }
+    // Fail now, not after the run (an existing file stays as it is until the run's end).
+    let page = args
+        .report
+        .as_deref()
+        .map(|path| OutFile::create(path, "report"))
+        .transpose()?;
+    let started = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     let real_remote = Topology::from_env_if_set()?.is_some();
     let setup = run::setup(lab_name, mode, args.profile, None)?;
+    let remote = run::lab_kind(&setup, lab_name);
     let (ctx, temp) = setup.context(None, args.profile)?;
     let ctx = Arc::new(ctx);
-    let result = with_context(&args, ctx.clone(), real_remote).await;
+    let page = page.map(|file| {
+        let info = PageInfo {
+            kernel: String::new(),
+            remote,
+            started,
+            command: shell_words::join(std::env::args()),
+        };
+        (file, info)
+    });
+    let result = with_context(&args, ctx.clone(), real_remote, page).await;
     drop(ctx);
     drop(temp);
     result
 }
 
-async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Result<ExitCode> {
+async fn with_context(
+    args: &StressArgs,
+    ctx: Arc<Ctx>,
+    real_remote: bool,
+    page: Option<(OutFile, PageInfo)>,
+) -> Result<ExitCode> {
     let t = ctx.topo.clone();
     let (hosts, service) = if real_remote {
         let hosts = Hosts::new(
@@ -194,8 +224,9 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
         (hosts, None)
     } else {
         check_lab_has_stress_nets(&ctx)?;
-        let service = match (args.tcp_port, args.udp_port) {
-            (None, None) => Some(StressService::start(&t)?),
+        // A qemu guest has no `pmtu` binary: its inetd's chargen and echo serve the run.
+        let service = match (args.tcp_port, args.udp_port, &t.remote_netns) {
+            (None, None, Some(_)) => Some(StressService::start(&t)?),
             _ => None,
         };
         (Hosts::new(STRESS_NET, STRESS_NET6, &[]), service)
@@ -206,7 +237,12 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     };
     let plan = Plan {
         flows: args.flows,
-        concurrency: args.concurrency,
+        concurrency: args
+            .concurrency
+            .unwrap_or(match (real_remote, &t.remote_netns) {
+                (false, None) => GUEST_CONCURRENCY,
+                _ => DEFAULT_CONCURRENCY,
+            }),
         rate: args.rate,
         mix: args.mix.clone(),
         mtu: args.mtu.clone(),
@@ -220,11 +256,16 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     };
     check_hosts(&plan, real_remote)?;
     check_services(&t, &plan)?;
+    let _queues = if real_remote {
+        None
+    } else {
+        LinkQueue::set(&t)?
+    };
     ctx.reset_routes()
         .context("forgetting REMOTE's path MTUs before the run")?;
 
     let lost_before = events_lost(&ctx)?;
-    let dropped_before = dropped_frames(&t, real_remote)?;
+    let dropped_before = dropped_frames(&ctx, &t, real_remote)?;
     let live = Arc::new(Live::default());
     let progress = Progress::start(live.clone(), plan.flows);
     let stats = match args.client {
@@ -242,7 +283,7 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     let mut stats = stats?;
     let capacity = if args.client == Client::Fake && !stats.interrupted && args.sample > 0 {
         eprintln!("stress: probing the earliest destinations again (state capacity)");
-        stress::probe_earliest(ctx.clone(), &mut stats, signals::stop()).await?
+        stress::probe_earliest(ctx.clone(), plan.concurrency, &mut stats, signals::stop()).await?
     } else {
         Default::default()
     };
@@ -251,7 +292,7 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     if args.client == Client::Fake {
         report.set_events_lost(events_lost(&ctx)?.saturating_sub(lost_before));
     }
-    let dropped = dropped_frames(&t, real_remote)?.saturating_sub(dropped_before);
+    let dropped = (dropped_frames(&ctx, &t, real_remote)? - dropped_before).max(0) as u64;
     match args.client {
         Client::Fake => report.set_frames_dropped(dropped),
         // Nothing is judged from the kernel client's frames: only reported.
@@ -262,15 +303,30 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
         StressFormat::Human => print!("{}", report.human()),
         StressFormat::Json => println!("{}", report.json()),
     }
-    if let Some(path) = &args.plot {
-        let latency_name = match args.client {
-            Client::Fake => "PTB to resend",
-            Client::Kernel => "exchange",
+    let latency_name = match args.client {
+        Client::Fake => "PTB to resend",
+        Client::Kernel => "exchange",
+    };
+    let title = format!(
+        "pmtu stress: {} verified flows, {} flows/s",
+        report.verified, report.verified_flows_per_s
+    );
+    if let Some((file, mut info)) = page {
+        info.kernel = match ctx.remote("uname", &["-sr"]) {
+            Ok(k) => k.trim().to_string(),
+            Err(e) => format!("unknown (uname on REMOTE: {e:#})"),
         };
-        let title = format!(
-            "pmtu stress: {} verified flows, {} flows/s",
-            report.verified, report.verified_flows_per_s
-        );
+        let charts = plot::svg_text(
+            &title,
+            &report.verified_per_second,
+            &stats.latency_us,
+            latency_name,
+        )?;
+        let path = file.target().to_path_buf();
+        file.commit(|out| page::write(out, &info, &report, &charts))?;
+        eprintln!("stress: wrote the report to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
         plot::write_svg(
             path,
             &title,
@@ -294,29 +350,23 @@ async fn with_context(args: &StressArgs, ctx: Arc<Ctx>, real_remote: bool) -> Re
     }))
 }
 
-fn events_lost(ctx: &Ctx) -> Result<u64> {
-    let responder = match ctx.responder.lock() {
-        Ok(r) => r,
-        Err(p) => p.into_inner(),
-    };
-    Ok(responder.counters()?[Counter::EventsLost as usize])
-}
-
-/// Frames dropped so far by LOCAL_IF and, in a lab, by REMOTE's end of the veth.
-fn dropped_frames(t: &Topology, real_remote: bool) -> Result<u64> {
-    let mut n = rtnl::dropped_frames(t.local_netns.as_deref(), &t.local_if)?;
-    if let (false, Some(ns)) = (real_remote, t.remote_netns.as_deref()) {
-        n += rtnl::dropped_frames(Some(ns), REMOTE_IF)?;
-    }
-    Ok(n)
-}
-
-/// A lab from before the stress prefixes existed cannot run stress.
+/// REMOTE routes the stress prefixes via LOCAL. A namespace lab has the routes from its
+/// set-up (a lab from before they existed cannot run stress); a qemu guest's are added here,
+/// over ssh, for as long as the guest lives.
 fn check_lab_has_stress_nets(ctx: &Ctx) -> Result<()> {
+    let t = &ctx.topo;
+    if t.remote_netns.is_none() {
+        let script = format!(
+            "ip route replace {STRESS_NET} via {} && ip -6 route replace {STRESS_NET6} via {}",
+            t.local_addr, t.local_addr6
+        );
+        ctx.remote_script(&script)
+            .context("routing the stress prefixes via LOCAL in the guest")?;
+        return Ok(());
+    }
     let routes = ctx.remote("ip", &["route", "show", &STRESS_NET.to_string()])?;
     if routes.trim().is_empty() {
-        let lab = ctx
-            .topo
+        let lab = t
             .local_netns
             .as_deref()
             .and_then(|n| n.strip_suffix("-local"))
@@ -414,84 +464,6 @@ async fn kernel_client(plan: &Plan, t: &Topology, live: Arc<Live>) -> Result<str
     })
     .await
     .context("the kernel client")?
-}
-
-/// REMOTE's `pmtu serve` for the run, on ports of its own; stopped (by its PID) when dropped.
-/// It also dies with this process (PR_SET_PDEATHSIG), so a killed run leaves none behind.
-struct StressService {
-    child: Child,
-}
-
-impl StressService {
-    fn start(t: &Topology) -> Result<Self> {
-        let ns = t
-            .remote_netns
-            .as_deref()
-            .ok_or_else(|| anyhow!("the lab has no REMOTE namespace"))?;
-        let exe = std::env::current_exe().context("finding the pmtu executable")?;
-        let mut cmd = netns::command(Some(ns), &exe.to_string_lossy())?;
-        cmd.args([
-            "serve",
-            "--chargen-port",
-            &LAB_TCP_PORT.to_string(),
-            "--echo-port",
-            &LAB_UDP_PORT.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting `pmtu serve` in `{ns}`"))?;
-        let mut service = StressService { child };
-        service.wait_ready(t)?;
-        Ok(service)
-    }
-
-    fn wait_ready(&mut self, t: &Topology) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let addrs = [
-            SocketAddr::new(t.remote_addr.into(), LAB_TCP_PORT),
-            SocketAddr::new(t.remote_addr6.into(), LAB_TCP_PORT),
-        ];
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                bail!("REMOTE's `pmtu serve` for stress exited at once ({status}): is port {LAB_TCP_PORT} or {LAB_UDP_PORT} taken in REMOTE?");
-            }
-            let ready = netns::run_in(t.local_netns.as_deref(), || {
-                Ok(addrs.iter().all(|a| probe_chargen(*a).is_ok()))
-            })?;
-            if ready {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("REMOTE's `pmtu serve` for stress did not answer on tcp/{LAB_TCP_PORT} within 3 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for StressService {
-    fn drop(&mut self) {
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Flows started, verified and failed as the run goes: a bar on a terminal, else a line a

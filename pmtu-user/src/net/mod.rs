@@ -3,6 +3,7 @@
 pub mod netns;
 pub mod probe;
 pub mod procfs;
+pub mod qdisc;
 pub mod rawsock;
 pub mod rtnl;
 pub mod sysctl;

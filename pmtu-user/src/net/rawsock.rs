@@ -6,6 +6,7 @@ use std::{
     io,
     net::{IpAddr, SocketAddr},
     os::fd::{AsRawFd as _, OwnedFd},
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -20,6 +21,16 @@ use nix::{
 };
 
 use super::netns;
+
+/// Frames the interface dropped and said so (ENOBUFS: a veth whose peer's ring was full), so
+/// that they were sent again: the interface counts them among its dropped frames, though
+/// nothing was lost.
+static SENT_AGAIN: AtomicU64 = AtomicU64::new(0);
+
+/// Frames sent again after the interface dropped them, since the process started.
+pub fn frames_sent_again() -> u64 {
+    SENT_AGAIN.load(Ordering::Relaxed)
+}
 
 /// An AF_PACKET socket that sends complete Ethernet frames out of one interface.
 pub struct RawSocket {
@@ -93,7 +104,10 @@ impl RawSocket {
                 MsgFlags::MSG_DONTWAIT,
             ) {
                 Ok(_) => return Ok(()),
-                Err(Errno::EAGAIN | Errno::ENOBUFS) if attempt < 99 => {
+                Err(e @ (Errno::EAGAIN | Errno::ENOBUFS)) if attempt < 99 => {
+                    if e == Errno::ENOBUFS {
+                        SENT_AGAIN.fetch_add(1, Ordering::Relaxed);
+                    }
                     std::thread::sleep(Duration::from_micros(100))
                 }
                 Err(e) => return Err(io::Error::from(e)).context("sending a frame on LOCAL_IF"),

@@ -9,7 +9,10 @@ use anyhow::{anyhow, Context as _, Result};
 use futures::TryStreamExt as _;
 use ipnet::IpNet;
 use netlink_packet_route::{
-    address::AddressHeaderFlags, link::LinkAttribute, neighbour::NeighbourFlags, route::RouteType,
+    address::AddressHeaderFlags,
+    link::{InfoKind, LinkAttribute, LinkInfo},
+    neighbour::NeighbourFlags,
+    route::RouteType,
 };
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
@@ -142,9 +145,20 @@ pub async fn add_router_neighbour(h: &Handle, index: u32, addr: IpAddr, mac: &[u
         .with_context(|| format!("adding router neighbour {addr}"))
 }
 
-/// Frames interface `iface` (in namespace `ns`, or here) dropped so far: received and sent
-/// frames it had no room for (rx_dropped, tx_dropped, rx_missed_errors).
-pub fn dropped_frames(ns: Option<&str>, iface: &str) -> Result<u64> {
+/// What an interface dropped so far.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinkDrops {
+    /// Received frames it had no room for (rx_dropped, rx_missed_errors). A tun/tap device
+    /// counts its XDP program's XDP_DROP verdicts here too.
+    pub rx: u64,
+    /// Frames to send it had no room for (tx_dropped; a veth adds its failed XDP_TX).
+    pub tx: u64,
+    /// The interface is a tun/tap device.
+    pub tun: bool,
+}
+
+/// Frames interface `iface` (in namespace `ns`, or here) dropped so far.
+pub fn dropped_frames(ns: Option<&str>, iface: &str) -> Result<LinkDrops> {
     netns::run_in(ns, || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -164,12 +178,18 @@ pub fn dropped_frames(ns: Option<&str>, iface: &str) -> Result<u64> {
                 .with_context(|| format!("reading the counters of {iface}"));
             task.abort();
             let link = link?.ok_or_else(|| anyhow!("no interface {iface}"))?;
+            let tun = link.attributes.iter().any(|a| {
+                matches!(a, LinkAttribute::LinkInfo(infos)
+                    if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Tun))))
+            });
             link.attributes
                 .iter()
                 .find_map(|a| match a {
-                    LinkAttribute::Stats64(s) => {
-                        Some(s.rx_dropped + s.tx_dropped + s.rx_missed_errors)
-                    }
+                    LinkAttribute::Stats64(s) => Some(LinkDrops {
+                        rx: s.rx_dropped + s.rx_missed_errors,
+                        tx: s.tx_dropped,
+                        tun,
+                    }),
                     _ => None,
                 })
                 .ok_or_else(|| anyhow!("{iface} reports no counters"))

@@ -1,5 +1,5 @@
 //! The fake host's side of a TCP connection, written as raw frames and judged from events.
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
 use tokio::time::Instant;
@@ -16,6 +16,9 @@ pub const WINDOW: u16 = 65535;
 
 /// Duplicate ACKs that make a sender retransmit (RFC 5681's threshold).
 pub const DUP_ACKS: usize = 3;
+/// How long a receiver with delayed ACKs waits before acknowledging a small segment (Linux's
+/// minimum, 40 ms).
+pub const DELAYED_ACK: Duration = Duration::from_millis(40);
 
 const ACK: TcpFlags = TcpFlags {
     ack: true,
@@ -228,19 +231,39 @@ impl<'a> FakeTcp<'a> {
     /// [`FakeTcp::wait_data_over`], acknowledging the smaller in-order segments before it as
     /// a receiver does (chargen's first line): when REMOTE is slow to write the rest, its
     /// retransmission timer must not fire on that line and shrink its congestion window to
-    /// one segment that is never acknowledged.
+    /// one segment that is never acknowledged. The first segment is acknowledged at once, the
+    /// later small ones after [`DELAYED_ACK`], as a receiver with delayed ACKs does (RFC 1122
+    /// 4.2.3.2): meanwhile Nagle's algorithm makes a slow writer's lines into full segments
+    /// (acknowledged at once, every line would leave in a segment of its own).
     pub async fn wait_data_over_acking(&mut self, len: u16) -> Result<PacketEvent> {
         let deadline = Instant::now() + REPLY_TIMEOUT;
         let mut next = self.data_start;
+        let mut acked = next;
+        let mut ack_due: Option<Instant> = None;
         let mut others = 0;
-        while let Some(e) = self.flow.next_until(deadline).await {
+        loop {
+            let until = ack_due.map_or(deadline, |due| due.min(deadline));
+            let Some(e) = self.flow.next_until(until).await else {
+                if ack_due.is_some_and(|due| due < deadline && Instant::now() >= due) {
+                    self.ack(next)?;
+                    acked = next;
+                    ack_due = None;
+                    continue;
+                }
+                break;
+            };
             if e.is_tcp() && e.payload_len() > 0 {
                 if e.ip_len > len {
                     return Ok(e);
                 }
                 if e.seq == next {
                     next = e.seq_end();
-                    self.ack(next)?;
+                    if acked == self.data_start {
+                        self.ack(next)?;
+                        acked = next;
+                    } else if ack_due.is_none() {
+                        ack_due = Some(Instant::now() + DELAYED_ACK);
+                    }
                 }
             }
             others += 1;

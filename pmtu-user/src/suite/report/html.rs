@@ -29,7 +29,8 @@ pub struct RunInfo {
     pub columns: [String; 3],
 }
 
-const STYLE: &str = r#"
+/// The page's style sheet (the stress page shares it).
+pub const STYLE: &str = r#"
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1060px; color: #222; }
 h1 { font-size: 1.5em; margin-bottom: .2em; }
 table { border-collapse: collapse; margin: .6em 0; }

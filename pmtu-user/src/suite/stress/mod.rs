@@ -8,6 +8,7 @@
 //! (the same exchange by plain kernel sockets: REMOTE's own ceiling), `plot` (the SVG).
 pub mod flows;
 pub mod kernel;
+pub mod page;
 pub mod plot;
 pub mod report;
 pub mod stats;
@@ -367,7 +368,7 @@ where
     result.map(|()| stats)
 }
 
-/// Probes at once in the capacity check.
+/// Probes at once in the capacity check, at most (and no more than the run's flows at once).
 const PROBE_CONCURRENCY: usize = 64;
 
 /// State capacity: probes the earliest verified destinations of each kind again (a new
@@ -376,6 +377,7 @@ const PROBE_CONCURRENCY: usize = 64;
 /// is a failure too.
 pub async fn probe_earliest(
     ctx: Arc<Ctx>,
+    concurrency: usize,
     stats: &mut Stats,
     stop: impl Future<Output = ()>,
 ) -> Result<BTreeMap<Kind, CapacityKind>> {
@@ -389,7 +391,7 @@ pub async fn probe_earliest(
     let mut set: JoinSet<(FlowSpec, Result<Probe>)> = JoinSet::new();
     tokio::pin!(stop);
     loop {
-        while set.len() < PROBE_CONCURRENCY {
+        while set.len() < PROBE_CONCURRENCY.min(concurrency.max(1)) {
             let Some(spec) = todo.next() else { break };
             let ctx = ctx.clone();
             set.spawn(async move {

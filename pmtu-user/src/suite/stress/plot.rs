@@ -1,12 +1,16 @@
-//! `--plot FILE.svg`: verified flows per second over the run, and the latency distribution.
+//! `--plot FILE.svg`: verified flows per second over the run, and the latency distribution
+//! (also drawn into `--report FILE.html`).
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use hdrhistogram::Histogram as Hdr;
-use plotters::prelude::*;
+use plotters::{coord::Shift, prelude::*};
 
 /// Bars of the latency histogram.
 const BINS: u64 = 50;
+
+/// The size of the drawing.
+const SIZE: (u32, u32) = (900, 700);
 
 /// Writes the two charts, one above the other, to `path`.
 pub fn write_svg(
@@ -16,8 +20,35 @@ pub fn write_svg(
     latency_us: &Hdr<u64>,
     latency_name: &str,
 ) -> Result<()> {
-    let fail = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
-    let root = SVGBackend::new(path, (900, 700)).into_drawing_area();
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    draw(root, title, per_second, latency_us, latency_name)
+        .map_err(|e| anyhow!("drawing {}: {e}", path.display()))
+}
+
+/// The two charts as an SVG document, for a page.
+pub fn svg_text(
+    title: &str,
+    per_second: &[u64],
+    latency_us: &Hdr<u64>,
+    latency_name: &str,
+) -> Result<String> {
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, SIZE).into_drawing_area();
+        draw(root, title, per_second, latency_us, latency_name)
+            .map_err(|e| anyhow!("drawing the stress charts: {e}"))?;
+    }
+    Ok(text)
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    per_second: &[u64],
+    latency_us: &Hdr<u64>,
+    latency_name: &str,
+) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| e.to_string();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let root = root
         .titled(title, ("sans-serif", 20))
