@@ -202,3 +202,19 @@ fn a_short_run_against_the_debian_guest_verifies_every_flow() {
         );
     }
 }
+
+/// A lab whose REMOTE lost its route to a stress prefix cannot test: an error before any flow
+/// starts, never a run of flows failing as if REMOTE ignored its ICMP.
+#[test]
+fn a_lab_without_the_stress_routes_is_an_error_not_a_fail() {
+    let lab = LabGuard::up("str");
+    let out = lab.remote("ip -6 route del 2001:db8:5000::/48");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = lab.pmtu(&["stress", "--flows", "20"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(125), "{all}");
+    assert!(
+        all.contains("no route to the stress prefix 2001:db8:5000::/48"),
+        "{all}"
+    );
+}

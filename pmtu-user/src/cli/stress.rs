@@ -355,25 +355,35 @@ async fn with_context(
 /// over ssh, for as long as the guest lives.
 fn check_lab_has_stress_nets(ctx: &Ctx) -> Result<()> {
     let t = &ctx.topo;
-    if t.remote_netns.is_none() {
+    let guest = t.remote_netns.is_none();
+    if guest {
         let script = format!(
             "ip route replace {STRESS_NET} via {} && ip -6 route replace {STRESS_NET6} via {}",
             t.local_addr, t.local_addr6
         );
         ctx.remote_script(&script)
             .context("routing the stress prefixes via LOCAL in the guest")?;
-        return Ok(());
     }
-    let routes = ctx.remote("ip", &["route", "show", &STRESS_NET.to_string()])?;
-    if routes.trim().is_empty() {
-        let lab = t
-            .local_netns
-            .as_deref()
-            .and_then(|n| n.strip_suffix("-local"))
-            .unwrap_or("pmtu");
-        bail!(
-            "lab `{lab}` has no route to the stress prefix {STRESS_NET} on REMOTE (made by an older pmtu?): `pmtu lab up --lab {lab}` rebuilds it"
-        );
+    // Without the route every flow would look like REMOTE ignoring its ICMP: a lab problem,
+    // said before any flow starts.
+    let lab = t
+        .local_netns
+        .as_deref()
+        .and_then(|n| n.strip_suffix("-local"))
+        .unwrap_or("pmtu");
+    for (family, net) in [
+        ("-4", STRESS_NET.to_string()),
+        ("-6", STRESS_NET6.to_string()),
+    ] {
+        let routes = ctx.remote("ip", &[family, "route", "show", &net])?;
+        if routes.trim().is_empty() {
+            if guest {
+                bail!("the guest of lab `{lab}` has no route to the stress prefix {net} although it was just added: `pmtu lab down --lab {lab}` and try again");
+            }
+            bail!(
+                "lab `{lab}` has no route to the stress prefix {net} on REMOTE (made by an older pmtu?): `pmtu lab up --lab {lab}` rebuilds it"
+            );
+        }
     }
     Ok(())
 }
