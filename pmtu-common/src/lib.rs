@@ -65,6 +65,11 @@ pub const PROG_RESPONDER: &str = "pmtu";
 pub const PROG_PASS: &str = "pmtu_pass";
 /// Name of the benchmark floor: swap MACs and XDP_TX, nothing else.
 pub const PROG_FLOOR: &str = "pmtu_floor";
+/// Name of the benchmark's sender: run in live-frames mode, sends every frame out (XDP_TX).
+pub const PROG_FLOOD: &str = "pmtu_flood";
+/// Name of the benchmark's answer counter: counts ICMP errors in [`MAP_BENCH_ANSWERS`] and
+/// drops them; passes everything else.
+pub const PROG_COUNT: &str = "pmtu_count";
 
 /// Map names, as they appear in the object file.
 pub const MAP_RULES_V4: &str = "RULES_V4";
@@ -73,6 +78,10 @@ pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_RULE_SENT: &str = "RULE_SENT";
+/// Per CPU: ICMP errors counted by [`PROG_COUNT`], at 0 (IPv4) and 1 (ICMPv6).
+pub const MAP_BENCH_ANSWERS: &str = "BENCH_ANSWERS";
+/// The Ethernet header [`PROG_FLOOD`] writes into every frame (14 bytes, 2 of padding).
+pub const MAP_FLOOD_L2: &str = "FLOOD_L2";
 
 /// Rules each rule trie holds.
 pub const RULES_PER_FAMILY: u32 = 4096;

@@ -17,6 +17,7 @@
 #![feature(core_intrinsics)]
 
 mod answer;
+mod bench;
 mod csum;
 mod parse;
 mod report;

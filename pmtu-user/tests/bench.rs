@@ -2,8 +2,11 @@
 //! left behind (the kernel router's namespaces, the temporary lab). Needs root.
 mod common;
 
-use common::{stderr, stdout, text, LabGuard};
-use pmtu::{lab::kernel_router::KernelRouterLab, net::netns};
+use common::{in_netns, stderr, stdout, text, LabGuard};
+use pmtu::{
+    lab::{kernel_router::KernelRouterLab, plan::REMOTE_IF},
+    net::netns,
+};
 
 /// The value of `key=` in `line`.
 fn field(line: &str, key: &str) -> f64 {
@@ -26,6 +29,12 @@ fn responder_bench_answers_both_floods_and_leaves_nothing() {
             .unwrap_or_else(|| panic!("no `{figure}` line in:\n{printed}"));
         let (xdp, kernel) = (field(line, "xdp="), field(line, "kernel_router="));
         assert!(xdp > 0.0 && kernel > 0.0, "{line}");
+        // Every answer was sent for: the flood's frames are counted.
+        let (_, sent_part) = line
+            .split_once("(sent_per_s ")
+            .unwrap_or_else(|| panic!("no sent_per_s in `{line}`"));
+        let sent = field(sent_part, "xdp=");
+        assert!(sent >= xdp * 0.99, "{line}");
         let ratio = field(line, "ratio=");
         assert!(
             (ratio - xdp / kernel).abs() < 0.01 * ratio.max(1.0),
@@ -36,6 +45,40 @@ fn responder_bench_answers_both_floods_and_leaves_nothing() {
         assert!(!netns::exists(&ns), "namespace {ns} was left behind");
     }
     assert!(lab.is_gone(), "the temporary lab was left behind");
+}
+
+/// REMOTE's ICMP errors received by its stack, as `nstat` shows them (IPv4, IPv6).
+fn remote_icmp_errors(ns: &str) -> (u64, u64) {
+    let out = in_netns(ns, "nstat -az IcmpInDestUnreachs Icmp6InPktTooBigs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in nstat's output:\n{text}"))
+    };
+    (value("IcmpInDestUnreachs"), value("Icmp6InPktTooBigs"))
+}
+
+#[test]
+fn responder_bench_counts_answers_in_xdp_and_puts_the_lab_back() {
+    let lab = LabGuard::up("hxbk");
+    let ns = lab.remote_ns();
+    let before = remote_icmp_errors(&ns);
+    let out = lab.pmtu(&["bench", "responder", "--seconds", "0.3"]);
+    assert!(out.status.success(), "bench responder: {}", text(&out));
+    // This kernel sends from XDP in live-frames mode (Linux 5.18 and later): no fallback.
+    assert!(
+        !stderr(&out).contains("packet socket"),
+        "the flood fell back to a packet socket: {}",
+        text(&out)
+    );
+    // The answers were counted and dropped at REMOTE's veth, never reaching its stack.
+    assert_eq!(remote_icmp_errors(&ns), before, "{}", text(&out));
+    // The lab's pass-through program is back on REMOTE's veth.
+    let link = in_netns(&ns, &format!("ip -d link show {REMOTE_IF}"));
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(link.contains("name pmtu_pass "), "{link}");
 }
 
 #[test]

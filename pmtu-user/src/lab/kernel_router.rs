@@ -20,7 +20,8 @@ pub const NEXT_HOP_MTU: u32 = 1300;
 pub const SENDER_IF: &str = "kr0";
 pub const SENDER_MAC: Mac = [0x02, 0, 0, 0, 0x10, 0x01];
 pub const ROUTER_MAC: Mac = [0x02, 0, 0, 0, 0x10, 0x02];
-const ROUTER_IN_IF: &str = "kr1";
+/// The router's veth toward SENDER.
+pub const ROUTER_IN_IF: &str = "kr1";
 const ROUTER_OUT_IF: &str = "kr2";
 const HOP_IF: &str = "kr3";
 pub const SENDER_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -203,6 +204,24 @@ impl KernelRouterLab {
                 &ROUTER_OUT_ADDR6.to_string(),
             ],
         )?;
+        // The router knows SENDER's MAC: under a flood that fills its veth's queue, SENDER's
+        // neighbour answers could be lost, and with them every ICMP error.
+        for addr in [SENDER_ADDR.to_string(), SENDER_ADDR6.to_string()] {
+            ip(
+                rtr,
+                &[
+                    "neigh",
+                    "replace",
+                    &addr,
+                    "lladdr",
+                    &mac(SENDER_MAC),
+                    "dev",
+                    ROUTER_IN_IF,
+                    "nud",
+                    "permanent",
+                ],
+            )?;
+        }
         // The router forwards and answers every packet it cannot forward: no per-destination
         // rate limit, and a global ICMP allowance far above any flood.
         sysctl::write_sysctls(

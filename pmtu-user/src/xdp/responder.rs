@@ -28,7 +28,8 @@ use tokio::io::unix::AsyncFd;
 pub use super::rules::{parse_rule, InstalledRule, RuleSpec};
 
 /// The XDP object, built by build.rs from pmtu-ebpf.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pmtu.bpf.o"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pmtu.bpf.o"));
 
 /// Hop limit / TTL of the ICMP errors the responder sends.
 pub const ICMP_HOP_LIMIT: u8 = 64;
@@ -136,6 +137,11 @@ fn pinned(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Where a lab pins the XDP link of program `prog` on `iface` (in its pin directory `dir`).
+pub fn link_pin(dir: &Path, prog: &str, iface: &str) -> PathBuf {
+    dir.join(format!("link-{prog}-{iface}"))
+}
+
 impl Responder {
     /// Loads the object and its three programs into the kernel. With `pin_dir` (a directory on a
     /// bpffs), the maps are pinned there so that other processes can open them.
@@ -229,10 +235,7 @@ impl Responder {
         iface: &str,
         mode: AttachMode,
     ) -> Result<()> {
-        let pin = self
-            .pin_dir
-            .as_ref()
-            .map(|d| d.join(format!("link-{name}-{iface}")));
+        let pin = self.pin_dir.as_ref().map(|d| link_pin(d, name, iface));
         let ebpf = self
             .ebpf
             .as_mut()
