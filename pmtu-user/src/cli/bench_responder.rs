@@ -233,6 +233,7 @@ impl Bench {
                 .and_then(|()| self.live_flood(target, &frame))
             {
                 Ok(n) => sent = Some(n),
+                Err(_) if signals::requested() => bail!("stopped by a signal"),
                 Err(e) => {
                     eprintln!(
                         "pmtu: sending from XDP in live-frames mode failed ({e:#}; it needs Linux 5.18): the floods are sent from a packet socket, which may be slower than the routers"
