@@ -2,7 +2,9 @@
 //! left behind (the kernel router's namespaces, the temporary lab). Needs root.
 mod common;
 
-use common::{in_netns, stderr, stdout, text, LabGuard};
+use std::time::Duration;
+
+use common::{in_netns, pmtu_cmd, stderr, stdout, text, wait_until, LabGuard};
 use pmtu::{
     lab::{kernel_router::KernelRouterLab, plan::REMOTE_IF},
     net::netns,
@@ -79,6 +81,40 @@ fn responder_bench_counts_answers_in_xdp_and_puts_the_lab_back() {
     let link = in_netns(&ns, &format!("ip -d link show {REMOTE_IF}"));
     let link = String::from_utf8_lossy(&link.stdout);
     assert!(link.contains("name pmtu_pass "), "{link}");
+}
+
+/// A bench killed while REMOTE's veth runs its counter (which drops every ICMP error) leaves a
+/// lab on which every scenario would blame REMOTE: the next run must refuse it (could not test,
+/// 125), never FAIL.
+#[test]
+fn a_kept_lab_left_with_the_benchmark_counter_is_refused_not_failed() {
+    let lab = LabGuard::up("hxbc");
+    let ns = lab.remote_ns();
+    let mut bench = pmtu_cmd(&["--lab", lab.name(), "bench", "responder", "--seconds", "5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the counter on REMOTE's veth",
+        || {
+            let link = in_netns(&ns, &format!("ip -d link show {REMOTE_IF}"));
+            String::from_utf8_lossy(&link.stdout).contains("name pmtu_count ")
+        },
+    );
+    bench.kill().unwrap();
+    bench.wait().unwrap();
+    let out = lab.pmtu(&["run", "ping", "pmtu"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(text(&out).contains("pmtu_count"), "{}", text(&out));
+    // The way out the message gives works.
+    let down = lab.pmtu(&["lab", "down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    let up = lab.pmtu(&["lab", "up"]);
+    assert!(up.status.success(), "{}", text(&up));
+    let out = lab.pmtu(&["run", "ping", "pmtu"]);
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]

@@ -220,7 +220,28 @@ fn veth_peer_has_xdp(ns: Option<&str>, link: &Value, local_if: &str) -> Result<(
              any program that passes), or use a tap"
         );
     }
+    if xdp_programs(&peer).contains(&pmtu_common::PROG_COUNT) {
+        let name = peer["ifname"].as_str().unwrap_or("?");
+        bail!(
+            "the peer {name} of LOCAL_IF {local_if} runs `{}`, the responder benchmark's counter, \
+             which drops every ICMP answer (a benchmark was killed before it put the \
+             pass-through program back): rebuild the lab (`pmtu lab down`, then `pmtu lab up`)",
+            pmtu_common::PROG_COUNT
+        );
+    }
     Ok(())
+}
+
+/// The names of the XDP programs attached to a link, as `ip -j -d` reports them.
+fn xdp_programs(link: &Value) -> Vec<&str> {
+    let xdp = &link["xdp"];
+    match xdp["attached"].as_array() {
+        Some(list) => list
+            .iter()
+            .filter_map(|a| a["prog"]["name"].as_str())
+            .collect(),
+        None => xdp["prog"]["name"].as_str().into_iter().collect(),
+    }
 }
 
 /// Reads chargen from the fake host (acknowledging, so that REMOTE's window opens) and checks
