@@ -73,27 +73,11 @@ pub fn unusable_reasons(name: &str) -> Vec<String> {
     if let Some(vm) = vm::VmRecord::read(&state).ok().flatten() {
         return vm_unusable_reasons(name, &record, &vm);
     }
-    let mut reasons = Vec::new();
-    for ns in [local_ns(name), remote_ns(name)] {
-        if !netns::exists(&ns) {
-            reasons.push(format!("namespace `{ns}` is missing"));
-        } else if !record.owns(&ns) {
-            reasons.push(format!("namespace `{ns}` is not the one pmtu made"));
-        }
-    }
-    if !pin_dir(name).join(MAP_RULES_V4).exists() {
-        reasons.push(format!("no pinned maps in {}", pin_dir(name).display()));
-    }
-    if reasons.is_empty() {
-        for (ns, iface) in [(local_ns(name), LOCAL_IF), (remote_ns(name), REMOTE_IF)] {
-            let up = netlink_in(&ns, move |h| async move { link_is_up(&h, iface).await });
-            match up {
-                Ok(true) => {}
-                Ok(false) => reasons.push(format!("interface {iface} in `{ns}` is down")),
-                Err(e) => reasons.push(format!("{e:#}")),
-            }
-        }
-    }
+    let mut reasons = links_unusable_reasons(
+        name,
+        &record,
+        [(local_ns(name), LOCAL_IF), (remote_ns(name), REMOTE_IF)],
+    );
     match read_record(&state) {
         Ok(Some(svc)) if service::is_running(&svc) => {}
         Ok(Some(svc)) => reasons.push(format!(
@@ -171,27 +155,41 @@ pub(super) fn has_leftovers(name: &str) -> bool {
     })
 }
 
-/// What a VM lab needs (LOCAL's namespace, the pins, LOCAL_IF up, the guest's qemu), once its
-/// record is complete.
-fn vm_unusable_reasons(name: &str, record: &LabRecord, vm: &vm::VmRecord) -> Vec<String> {
+/// What every lab needs: its namespaces, made by pmtu, its pinned maps, and in each namespace
+/// its interface up (looked at only when the rest is there).
+fn links_unusable_reasons<const N: usize>(
+    name: &str,
+    record: &LabRecord,
+    links: [(String, &'static str); N],
+) -> Vec<String> {
     let mut reasons = Vec::new();
-    let ns = local_ns(name);
-    if !netns::exists(&ns) {
-        reasons.push(format!("namespace `{ns}` is missing"));
-    } else if !record.owns(&ns) {
-        reasons.push(format!("namespace `{ns}` is not the one pmtu made"));
+    for (ns, _) in &links {
+        if !netns::exists(ns) {
+            reasons.push(format!("namespace `{ns}` is missing"));
+        } else if !record.owns(ns) {
+            reasons.push(format!("namespace `{ns}` is not the one pmtu made"));
+        }
     }
     if !pin_dir(name).join(MAP_RULES_V4).exists() {
         reasons.push(format!("no pinned maps in {}", pin_dir(name).display()));
     }
     if reasons.is_empty() {
-        let up = netlink_in(&ns, move |h| async move { link_is_up(&h, LOCAL_IF).await });
-        match up {
-            Ok(true) => {}
-            Ok(false) => reasons.push(format!("interface {LOCAL_IF} in `{ns}` is down")),
-            Err(e) => reasons.push(format!("{e:#}")),
+        for (ns, iface) in links {
+            let up = netlink_in(&ns, move |h| async move { link_is_up(&h, iface).await });
+            match up {
+                Ok(true) => {}
+                Ok(false) => reasons.push(format!("interface {iface} in `{ns}` is down")),
+                Err(e) => reasons.push(format!("{e:#}")),
+            }
         }
     }
+    reasons
+}
+
+/// What a VM lab needs (LOCAL's namespace, the pins, LOCAL_IF up, the guest's qemu), once its
+/// record is complete.
+fn vm_unusable_reasons(name: &str, record: &LabRecord, vm: &vm::VmRecord) -> Vec<String> {
+    let mut reasons = links_unusable_reasons(name, record, [(local_ns(name), LOCAL_IF)]);
     if !vm::qemu::is_running(&vm::Files::new(&state_dir(name)).pidfile) {
         reasons.push(format!(
             "the guest (qemu pid {}) is not running",

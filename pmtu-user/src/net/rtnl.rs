@@ -10,7 +10,7 @@ use futures::TryStreamExt as _;
 use ipnet::IpNet;
 use netlink_packet_route::{
     address::AddressHeaderFlags,
-    link::{InfoKind, LinkAttribute, LinkInfo},
+    link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
     neighbour::NeighbourFlags,
     route::RouteType,
 };
@@ -25,7 +25,17 @@ where
     F: FnOnce(Handle) -> Fut + Send,
     Fut: Future<Output = Result<T>>,
 {
-    netns::run_in(Some(ns), move || {
+    netlink_at(Some(ns), f)
+}
+
+/// [`netlink_in`] for `ns`, or this process's own namespace when `None`.
+fn netlink_at<T, F, Fut>(ns: Option<&str>, f: F) -> Result<T>
+where
+    T: Send,
+    F: FnOnce(Handle) -> Fut + Send,
+    Fut: Future<Output = Result<T>>,
+{
+    netns::run_in(ns, move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
@@ -41,31 +51,26 @@ where
     })
 }
 
-pub async fn link_index(h: &Handle, name: &str) -> Result<u32> {
-    let link = h
-        .link()
-        .get()
-        .match_name(name.to_string())
-        .execute()
-        .try_next()
-        .await
-        .with_context(|| format!("looking up interface {name}"))?;
-    link.map(|l| l.header.index)
-        .ok_or_else(|| anyhow!("no interface {name}"))
-}
-
-/// Whether interface `name` is administratively up (IFF_UP).
-pub async fn link_is_up(h: &Handle, name: &str) -> Result<bool> {
-    let link = h
-        .link()
+/// Interface `name`'s link message.
+async fn link_by_name(h: &Handle, name: &str) -> Result<LinkMessage> {
+    h.link()
         .get()
         .match_name(name.to_string())
         .execute()
         .try_next()
         .await
         .with_context(|| format!("looking up interface {name}"))?
-        .ok_or_else(|| anyhow!("no interface {name}"))?;
-    Ok(link
+        .ok_or_else(|| anyhow!("no interface {name}"))
+}
+
+pub async fn link_index(h: &Handle, name: &str) -> Result<u32> {
+    Ok(link_by_name(h, name).await?.header.index)
+}
+
+/// Whether interface `name` is administratively up (IFF_UP).
+pub async fn link_is_up(h: &Handle, name: &str) -> Result<bool> {
+    Ok(link_by_name(h, name)
+        .await?
         .header
         .flags
         .contains(netlink_packet_route::link::LinkFlags::Up))
@@ -159,40 +164,24 @@ pub struct LinkDrops {
 
 /// Frames interface `iface` (in namespace `ns`, or here) dropped so far.
 pub fn dropped_frames(ns: Option<&str>, iface: &str) -> Result<LinkDrops> {
-    netns::run_in(ns, || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .context("starting a runtime for netlink")?;
-        runtime.block_on(async {
-            let (connection, h, _) =
-                rtnetlink::new_connection().context("opening a netlink socket")?;
-            let task = tokio::spawn(connection);
-            let link = h
-                .link()
-                .get()
-                .match_name(iface.to_string())
-                .execute()
-                .try_next()
-                .await
-                .with_context(|| format!("reading the counters of {iface}"));
-            task.abort();
-            let link = link?.ok_or_else(|| anyhow!("no interface {iface}"))?;
-            let tun = link.attributes.iter().any(|a| {
-                matches!(a, LinkAttribute::LinkInfo(infos)
-                    if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Tun))))
-            });
-            link.attributes
-                .iter()
-                .find_map(|a| match a {
-                    LinkAttribute::Stats64(s) => Some(LinkDrops {
-                        rx: s.rx_dropped + s.rx_missed_errors,
-                        tx: s.tx_dropped,
-                        tun,
-                    }),
-                    _ => None,
-                })
-                .ok_or_else(|| anyhow!("{iface} reports no counters"))
-        })
+    netlink_at(ns, |h| async move {
+        let link = link_by_name(&h, iface)
+            .await
+            .with_context(|| format!("reading the counters of {iface}"))?;
+        let tun = link.attributes.iter().any(|a| {
+            matches!(a, LinkAttribute::LinkInfo(infos)
+                if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Tun))))
+        });
+        link.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Stats64(s) => Some(LinkDrops {
+                    rx: s.rx_dropped + s.rx_missed_errors,
+                    tx: s.tx_dropped,
+                    tun,
+                }),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("{iface} reports no counters"))
     })
 }
