@@ -219,24 +219,15 @@ fn capacity(out: &mut dyn Write, report: &Report) -> io::Result<()> {
 fn failures(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     for g in &report.failures {
         let e = &g.example;
-        let kinds: Vec<String> = g
-            .kinds
-            .iter()
-            .map(|(k, n)| format!("{} {n}", k.name()))
-            .collect();
         writeln!(
             out,
             r#"<section class="scenario fail"><h2><span class="verdict fail">FAIL</span>{} flows ({}) <small>{:?}</small></h2>"#,
             g.count,
-            escape(&kinds.join(", ")),
+            escape(&g.kinds_text()),
             g.reason
         )?;
         writeln!(out, r#"<p class="reason">why: {}</p>"#, escape(g.why))?;
-        let numbers = if e.measured.is_empty() {
-            String::new()
-        } else {
-            format!(": {} (expected {})", e.measured, e.expected)
-        };
+        let numbers = e.numbers_text();
         writeln!(
             out,
             r#"<p class="about">e.g. {} {} &#8594; {} mtu {}{}</p>"#,

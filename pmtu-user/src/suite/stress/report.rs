@@ -246,23 +246,14 @@ impl Report {
         );
         for g in &self.failures {
             let e = &g.example;
-            let kinds: Vec<String> = g
-                .kinds
-                .iter()
-                .map(|(k, n)| format!("{} {n}", k.name()))
-                .collect();
             out += &format!(
                 "FAIL {} flows ({}): {} ({:?})\n",
                 g.count,
-                kinds.join(", "),
+                g.kinds_text(),
                 g.why,
                 g.reason
             );
-            let numbers = if e.measured.is_empty() {
-                String::new()
-            } else {
-                format!(": {} (expected {})", e.measured, e.expected)
-            };
+            let numbers = e.numbers_text();
             out += &format!(
                 "     e.g. {} {} -> {} mtu {}{numbers}\n",
                 e.kind.name(),

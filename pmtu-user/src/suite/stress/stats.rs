@@ -77,6 +77,15 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// `: MEASURED (expected EXPECTED)`, or nothing when nothing was measured.
+    pub fn numbers_text(&self) -> String {
+        if self.measured.is_empty() {
+            String::new()
+        } else {
+            format!(": {} (expected {})", self.measured, self.expected)
+        }
+    }
+
     pub fn new(spec: &FlowSpec, reason: Reason) -> Self {
         Failure {
             reason,
@@ -124,6 +133,17 @@ pub struct FailureGroup {
     /// The count by kind of flow.
     pub kinds: BTreeMap<Kind, u64>,
     pub example: Failure,
+}
+
+impl FailureGroup {
+    /// The count by kind, for people: `tcp4 3, udp6 1`.
+    pub fn kinds_text(&self) -> String {
+        self.kinds
+            .iter()
+            .map(|(k, n)| format!("{} {n}", k.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Microseconds from 1 to a minute, 3 significant digits.
