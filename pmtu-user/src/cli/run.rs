@@ -213,7 +213,7 @@ pub fn setup(
         let lab_of_ns = topo
             .local_netns
             .as_deref()
-            .and_then(|ns| ns.strip_suffix("-local"))
+            .and_then(lab::plan::lab_of_local_ns)
             .filter(|name| lab::exists(name));
         let target = Target {
             lab: Some("remote".into()),

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 
 use pmtu::{
     config::Topology,
-    lab::plan::{STRESS_NET, STRESS_NET6},
+    lab::plan::{lab_of_local_ns, STRESS_NET, STRESS_NET6},
     net::{
         netns,
         probe::{probe_chargen, probe_echo},
@@ -369,7 +369,7 @@ fn check_lab_has_stress_nets(ctx: &Ctx) -> Result<()> {
     let lab = t
         .local_netns
         .as_deref()
-        .and_then(|n| n.strip_suffix("-local"))
+        .and_then(lab_of_local_ns)
         .unwrap_or("pmtu");
     for (family, net) in [
         ("-4", STRESS_NET.to_string()),

@@ -68,6 +68,11 @@ pub fn local_ns(name: &str) -> String {
     format!("{name}-local")
 }
 
+/// The lab whose LOCAL namespace is `ns` by its name (the inverse of [`local_ns`]).
+pub fn lab_of_local_ns(ns: &str) -> Option<&str> {
+    ns.strip_suffix("-local")
+}
+
 pub fn remote_ns(name: &str) -> String {
     format!("{name}-remote")
 }

@@ -166,11 +166,21 @@ fn link_json(ns: Option<&str>, dev: Option<&str>) -> Result<Vec<Value>> {
 
 /// The XDP attach modes on a link (1 native, 2 generic, 3 offloaded), as `ip -j` reports them.
 fn xdp_modes(link: &Value) -> Vec<u64> {
+    xdp_attached(link)
+        .filter_map(|a| a["mode"].as_u64())
+        .collect()
+}
+
+/// Each XDP attachment of a link: `ip -j` lists several under `attached`, or describes the one
+/// in `xdp` itself.
+fn xdp_attached(link: &Value) -> impl Iterator<Item = &Value> {
     let xdp = &link["xdp"];
     match xdp["attached"].as_array() {
-        Some(list) => list.iter().filter_map(|a| a["mode"].as_u64()).collect(),
-        None => xdp["mode"].as_u64().into_iter().collect(),
+        Some(list) => list.iter().collect::<Vec<_>>(),
+        None if xdp.is_object() => vec![xdp],
+        None => Vec::new(),
     }
+    .into_iter()
 }
 
 /// Native XDP_TX on a veth arrives only when the peer has an XDP program too.
@@ -234,14 +244,9 @@ fn veth_peer_has_xdp(ns: Option<&str>, link: &Value, local_if: &str) -> Result<(
 
 /// The names of the XDP programs attached to a link, as `ip -j -d` reports them.
 fn xdp_programs(link: &Value) -> Vec<&str> {
-    let xdp = &link["xdp"];
-    match xdp["attached"].as_array() {
-        Some(list) => list
-            .iter()
-            .filter_map(|a| a["prog"]["name"].as_str())
-            .collect(),
-        None => xdp["prog"]["name"].as_str().into_iter().collect(),
-    }
+    xdp_attached(link)
+        .filter_map(|a| a["prog"]["name"].as_str())
+        .collect()
 }
 
 /// Reads chargen from the fake host (acknowledging, so that REMOTE's window opens) and checks
