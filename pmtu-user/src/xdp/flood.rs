@@ -19,7 +19,7 @@ use aya::{
 use nix::net::if_::if_nametoindex;
 use pmtu_common::{MAP_BENCH_ANSWERS, MAP_FLOOD_L2, PROG_COUNT, PROG_FLOOD, PROG_PASS};
 
-use super::responder::OBJECT;
+use super::responder::{xdp_mut, OBJECT};
 use crate::net::netns;
 
 /// Frames per BPF_PROG_TEST_RUN call; the time is checked between calls.
@@ -164,11 +164,4 @@ impl BenchPrograms {
             Ok(sent)
         })
     }
-}
-
-fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
-    ebpf.program_mut(name)
-        .ok_or_else(|| anyhow!("program {name} missing from the XDP object"))?
-        .try_into()
-        .with_context(|| format!("program {name} is not an XDP program"))
 }

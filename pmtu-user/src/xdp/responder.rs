@@ -479,7 +479,8 @@ impl Responder {
     }
 }
 
-fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+/// Program `name` of the object, as an XDP program.
+pub(super) fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     ebpf.program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing from the XDP object"))?
         .try_into()
