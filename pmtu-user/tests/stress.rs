@@ -141,6 +141,37 @@ fn remote_dropping_icmp_errors_fails_every_flow_as_ignored() {
     assert!(e["fake"].as_str().is_some_and(|f| !f.is_empty()), "{e}");
 }
 
+/// A lost ICMP error is not REMOTE's fault: a flow that sees REMOTE resend (or reply) at the
+/// quoted size has the error sent once more, and only a REMOTE that ignores that one too
+/// fails. REMOTE here drops every other error (one flow at a time, so each flow loses its
+/// first and gets its second).
+#[test]
+fn a_lost_icmp_error_is_sent_again_and_the_flow_verified() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = LabGuard::up("st");
+    lab.on_remote(&["nft", "add table inet pmtu_fault"]);
+    lab.on_remote(&[
+        "nft",
+        "add chain inet pmtu_fault input { type filter hook input priority filter ; }",
+    ]);
+    lab.on_remote(&[
+        "nft",
+        "add rule inet pmtu_fault input icmp type destination-unreachable icmp code frag-needed numgen inc mod 2 0 drop",
+    ]);
+    lab.on_remote(&[
+        "nft",
+        "add rule inet pmtu_fault input icmpv6 type packet-too-big numgen inc mod 2 0 drop",
+    ]);
+    let (code, s, all) = stress(
+        &lab,
+        &["--flows", "24", "--concurrency", "1", "--sample", "0"],
+    );
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(count(&s, "verified"), 24, "{all}");
+    assert_eq!(count(&s, "answered_again"), 24, "{all}");
+    assert_eq!(s["valid"], true, "{all}");
+}
+
 #[test]
 fn remote_clamping_with_min_pmtu_fails_ipv4_flows_as_above_the_mtu() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());

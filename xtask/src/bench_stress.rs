@@ -94,7 +94,7 @@ fn trouble(v: &Value) -> Option<String> {
         return None;
     }
     Some(format!(
-        "{failed} failed ({}), events lost {}, frames dropped {}",
+        "{failed} failed ({}), events lost {}, frames dropped {}, ICMP errors dropped {}",
         v["failures"]
             .as_array()
             .map(|a| a
@@ -104,7 +104,8 @@ fn trouble(v: &Value) -> Option<String> {
                 .join(", "))
             .unwrap_or_default(),
         v["events_lost"],
-        v["frames_dropped"]
+        v["frames_dropped"],
+        v["icmp_errors_lost"]
     ))
 }
 

@@ -40,9 +40,7 @@ use pmtu::{
 
 use super::{
     exit, require_root, run,
-    stress_lab::{
-        dropped_frames, events_lost, LinkQueue, StressService, LAB_TCP_PORT, LAB_UDP_PORT,
-    },
+    stress_lab::{events_lost, link_losses, LinkQueue, StressService, LAB_TCP_PORT, LAB_UDP_PORT},
     Usage,
 };
 
@@ -265,7 +263,7 @@ async fn with_context(
         .context("forgetting REMOTE's path MTUs before the run")?;
 
     let lost_before = events_lost(&ctx)?;
-    let dropped_before = dropped_frames(&ctx, &t, real_remote)?;
+    let losses_before = link_losses(&ctx, &t, real_remote)?;
     let live = Arc::new(Live::default());
     let progress = Progress::start(live.clone(), plan.flows);
     let stats = match args.client {
@@ -292,9 +290,9 @@ async fn with_context(
     if args.client == Client::Fake {
         report.set_events_lost(events_lost(&ctx)?.saturating_sub(lost_before));
     }
-    let dropped = (dropped_frames(&ctx, &t, real_remote)? - dropped_before).max(0) as u64;
+    let (icmp_errors, dropped) = link_losses(&ctx, &t, real_remote)? - losses_before;
     match args.client {
-        Client::Fake => report.set_frames_dropped(dropped),
+        Client::Fake => report.set_frames_dropped(icmp_errors, dropped),
         // Nothing is judged from the kernel client's frames: only reported.
         Client::Kernel => report.frames_dropped = Some(dropped),
     }

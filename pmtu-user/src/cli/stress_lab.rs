@@ -30,23 +30,71 @@ pub fn events_lost(ctx: &Ctx) -> Result<u64> {
     Ok(responder.counters()?[Counter::EventsLost as usize])
 }
 
+/// What the link between LOCAL and REMOTE dropped so far: the responder's ICMP errors, and
+/// every other frame. Only differences between two readings mean anything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinkLosses {
+    pub icmp_errors: i128,
+    pub others: i128,
+}
+
+impl std::ops::Sub for LinkLosses {
+    type Output = (u64, u64);
+
+    /// The losses between two readings: (ICMP errors, other frames).
+    fn sub(self, before: Self) -> (u64, u64) {
+        let d = |a: i128, b: i128| (a - b).max(0) as u64;
+        (
+            d(self.icmp_errors, before.icmp_errors),
+            d(self.others, before.others),
+        )
+    }
+}
+
 /// Frames dropped so far by LOCAL_IF and, in a lab, by REMOTE's end of the veth and the
 /// queue [`LinkQueue`] put there. A tap (a qemu guest's link) counts the responder's
 /// own XDP_DROP verdicts (the fake hosts' traffic it does not answer) among its received frames
-/// dropped: those are taken out. Only differences between two readings mean anything.
-pub fn dropped_frames(ctx: &Ctx, t: &Topology, real_remote: bool) -> Result<i128> {
-    let local = rtnl::dropped_frames(t.local_netns.as_deref(), &t.local_if)?;
+/// dropped: those are taken out. The responder's ICMP errors that found REMOTE's end of a
+/// veth full (its `xdp_tx_errors`) are counted apart: a veth counts each as LOCAL_IF's
+/// transmit drop and as the peer's receive drop.
+pub fn link_losses(ctx: &Ctx, t: &Topology, real_remote: bool) -> Result<LinkLosses> {
+    let local_ns = t.local_netns.as_deref();
+    let local = rtnl::dropped_frames(local_ns, &t.local_if)?;
+    let icmp_errors = xdp_tx_errors(local_ns, &t.local_if)? as i128;
     // Frames LOCAL_IF refused to the fake hosts' socket were sent again: not lost.
-    let mut n = local.rx as i128 + local.tx as i128 - rawsock::frames_sent_again() as i128;
+    let mut n =
+        local.rx as i128 + local.tx as i128 - rawsock::frames_sent_again() as i128 - icmp_errors;
     if local.tun {
         n -= responder_drops(ctx)? as i128;
     }
     if let (false, Some(ns)) = (real_remote, t.remote_netns.as_deref()) {
         let remote = rtnl::dropped_frames(Some(ns), REMOTE_IF)?;
-        n += (remote.rx + remote.tx) as i128;
+        n += (remote.rx + remote.tx) as i128 - icmp_errors;
         n += qdisc::drops(ns, REMOTE_IF)? as i128;
     }
-    Ok(n)
+    Ok(LinkLosses {
+        icmp_errors,
+        others: n,
+    })
+}
+
+/// The XDP_TX frames `iface` could not send so far (a veth's per-queue `xdp_tx_errors`, as
+/// `ethtool -S` shows them); 0 for a driver without statistics. Reading 0 is the safe side:
+/// the drops then count among the other frames dropped, which make a run invalid.
+fn xdp_tx_errors(ns: Option<&str>, iface: &str) -> Result<u64> {
+    Ok(netns::run(ns, "ethtool", &["-S", iface])
+        .map(|stats| sum_xdp_tx_errors(&stats))
+        .unwrap_or(0))
+}
+
+/// The sum of `ethtool -S`'s `*_xdp_tx_errors` lines.
+fn sum_xdp_tx_errors(stats: &str) -> u64 {
+    stats
+        .lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .filter(|(name, _)| name.ends_with("_xdp_tx_errors"))
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .sum()
 }
 
 /// Frames the responder dropped on purpose so far (XDP_DROP): a stress flow's rule answers
@@ -181,5 +229,30 @@ impl Drop for StressService {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xdp_tx_errors_are_summed_over_queues() {
+        let stats = "NIC statistics:\n     peer_ifindex: 2\n     rx_queue_0_xdp_tx: 90235\n     rx_queue_0_xdp_tx_errors: 62\n     rx_queue_1_xdp_tx_errors: 3\n     tx_queue_0_xdp_xmit_errors: 7\n";
+        assert_eq!(sum_xdp_tx_errors(stats), 65);
+        assert_eq!(sum_xdp_tx_errors("no stats available"), 0);
+    }
+
+    #[test]
+    fn losses_are_differences_and_never_negative() {
+        let before = LinkLosses {
+            icmp_errors: 5,
+            others: 10,
+        };
+        let after = LinkLosses {
+            icmp_errors: 9,
+            others: 8,
+        };
+        assert_eq!(after - before, (4, 0));
     }
 }

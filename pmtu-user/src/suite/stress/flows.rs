@@ -32,12 +32,20 @@ use crate::{
 struct RuleGuard<'a> {
     ctx: &'a Ctx,
     addr: IpAddr,
+    mtu: u16,
 }
 
 impl<'a> RuleGuard<'a> {
     fn set(ctx: &'a Ctx, addr: IpAddr, mtu: u16) -> Result<Self> {
-        ctx.set_rule(addr, RuleSpec::answer(mtu as u32).with_budget(1))?;
-        Ok(RuleGuard { ctx, addr })
+        let guard = RuleGuard { ctx, addr, mtu };
+        guard.rearm()?;
+        Ok(guard)
+    }
+
+    /// Sets the rule again: its one ICMP error is there to send once more.
+    fn rearm(&self) -> Result<()> {
+        self.ctx
+            .set_rule(self.addr, RuleSpec::answer(self.mtu as u32).with_budget(1))
     }
 }
 
@@ -72,12 +80,120 @@ fn window(remote: SocketAddr) -> u16 {
 
 /// One flow, by its kind.
 pub async fn run(ctx: &Ctx, spec: FlowSpec) -> Result<Outcome> {
-    let _rule = RuleGuard::set(ctx, spec.fake.ip(), spec.mtu)?;
+    let rule = RuleGuard::set(ctx, spec.fake.ip(), spec.mtu)?;
     if spec.kind.tcp() {
-        tcp(ctx, &spec).await
+        tcp(ctx, &spec, &rule).await
     } else {
-        udp(ctx, &spec).await
+        udp(ctx, &spec, &rule).await
     }
+}
+
+/// Said of a failure that came after the rule answered a second time.
+const AFTER_SECOND_ICMP: &str = "after a second ICMP error (the first may have been lost)";
+
+/// REMOTE's answer to the ICMP error, and whether the error had to be sent twice.
+struct Answer<T> {
+    reply: T,
+    /// When the ICMP error REMOTE answered was sent (the responder's event).
+    icmp_ns: u64,
+    again: bool,
+}
+
+impl<T> Answer<T> {
+    /// A failure's detail, saying when the error was sent twice.
+    fn detail(&self, what: impl std::fmt::Display) -> String {
+        if self.again {
+            format!("{what}; {AFTER_SECOND_ICMP}")
+        } else {
+            what.to_string()
+        }
+    }
+}
+
+/// REMOTE's resend of the quoted segment. A resend at the quoted size may only mean that the
+/// ICMP error never reached REMOTE: the responder's XDP_TX is dropped when REMOTE's receive
+/// ring is full, which happens at high rates. So the rule is set again once: the next resend at
+/// the quoted size is answered, and the resend after it is judged. A REMOTE that ignores ICMP
+/// errors ignores the second one too.
+async fn tcp_resend(
+    conn: &mut FakeTcp<'_>,
+    rule: &RuleGuard<'_>,
+    quoted: &PacketEvent,
+) -> Result<Answer<PacketEvent>, String> {
+    async fn wait(conn: &mut FakeTcp<'_>, seq: u32) -> Result<PacketEvent, String> {
+        conn.wait_seq(seq, "resend of the quoted data")
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+    let retx = wait(conn, quoted.seq).await?;
+    if retx.ip_len != quoted.ip_len || retx.answered() {
+        return Ok(Answer {
+            reply: retx,
+            icmp_ns: quoted.ts_ns,
+            again: false,
+        });
+    }
+    rule.rearm().map_err(|e| format!("{e:#}"))?;
+    let answered = wait(conn, quoted.seq).await?;
+    if !answered.answered() {
+        return Ok(Answer {
+            reply: answered,
+            icmp_ns: quoted.ts_ns,
+            again: false,
+        });
+    }
+    let retx = wait(conn, quoted.seq)
+        .await
+        .map_err(|e| format!("{e}; {AFTER_SECOND_ICMP}"))?;
+    Ok(Answer {
+        reply: retx,
+        icmp_ns: answered.ts_ns,
+        again: true,
+    })
+}
+
+/// The echo reply after the one the router answered. A reply as large as before is asked for
+/// again with the rule set again, for two reasons. The request may overtake the ICMP error:
+/// the responder's event comes out of the XDP program, its ICMP error (XDP_TX) leaves only at
+/// the end of that NAPI poll, and the request, sent at once on the event, can reach REMOTE
+/// first. And the ICMP error may never have reached REMOTE (XDP_TX is dropped when REMOTE's
+/// receive ring is full): then the rule answers the large reply again and the reply after
+/// that one is judged. A REMOTE that ignores ICMP errors ignores the second one too.
+async fn udp_next(
+    ctx: &Ctx,
+    spec: &FlowSpec,
+    flow: &mut Flow,
+    rule: &RuleGuard<'_>,
+    first: &Reply,
+) -> Result<Answer<Reply>, Outcome> {
+    let unchanged = |r: &Reply| !r.is_fragmented() && r.first_len() == FULL_SIZE;
+    let next = echo(ctx, spec, flow).await?;
+    if !unchanged(&next) {
+        return Ok(Answer {
+            reply: next,
+            icmp_ns: first.first.ts_ns,
+            again: false,
+        });
+    }
+    rule.rearm().map_err(|e| {
+        Failure::new(spec, Reason::NotAnswered)
+            .detail(format!("{e:#}"))
+            .boxed()
+    })?;
+    let next = echo(ctx, spec, flow).await?;
+    if !(unchanged(&next) && next.first.answered()) {
+        return Ok(Answer {
+            reply: next,
+            icmp_ns: first.first.ts_ns,
+            again: false,
+        });
+    }
+    let icmp_ns = next.first.ts_ns;
+    Ok(Answer {
+        reply: echo(ctx, spec, flow).await?,
+        icmp_ns,
+        again: true,
+    })
 }
 
 /// How a resend compares with the announced MTU.
@@ -102,7 +218,7 @@ fn answered(spec: &FlowSpec, ev: &PacketEvent) -> Option<Outcome> {
     }
 }
 
-async fn tcp(ctx: &Ctx, spec: &FlowSpec) -> Result<Outcome> {
+async fn tcp(ctx: &Ctx, spec: &FlowSpec, rule: &RuleGuard<'_>) -> Result<Outcome> {
     let mtu = spec.mtu;
     let mut conn = match FakeTcp::connect_with_window(
         ctx,
@@ -132,21 +248,18 @@ async fn tcp(ctx: &Ctx, spec: &FlowSpec) -> Result<Outcome> {
     }
     // Acknowledge the data before the quoted segment: only the quoted data is missing.
     conn.ack(quoted.seq)?;
-    let retx = match conn.wait_seq(quoted.seq, "resend of the quoted data").await {
-        Ok(ev) => ev,
-        Err(e) => {
-            return Ok(Failure::new(spec, Reason::NoResend)
-                .detail(format!("{e:#}"))
-                .boxed())
-        }
+    let answer = match tcp_resend(&mut conn, rule, &quoted).await {
+        Ok(answer) => answer,
+        Err(e) => return Ok(Failure::new(spec, Reason::NoResend).detail(e).boxed()),
     };
+    let retx = &answer.reply;
     if let Some(reason) = resend_reason(quoted.ip_len, retx.ip_len, mtu) {
         return Ok(Failure::new(spec, reason)
             .measured("retransmit_ip_len", retx.ip_len, mtu)
-            .detail(&retx)
+            .detail(answer.detail(retx))
             .boxed());
     }
-    let latency_ns = retx.ts_ns.saturating_sub(quoted.ts_ns);
+    let latency_ns = retx.ts_ns.saturating_sub(answer.icmp_ns);
     // The rest of the quoted range follows, nothing larger than the MTU. Each piece is
     // acknowledged as a receiver would, so that REMOTE goes on even after a timeout.
     let quoted_len = quoted.payload_len();
@@ -175,7 +288,10 @@ async fn tcp(ctx: &Ctx, spec: &FlowSpec) -> Result<Outcome> {
             .boxed());
     }
     conn.reset()?;
-    Ok(Outcome::Verified { latency_ns })
+    Ok(Outcome::Verified {
+        latency_ns,
+        answered_again: answer.again,
+    })
 }
 
 /// The echo request whose reply is a full-size packet.
@@ -194,12 +310,13 @@ async fn echo(ctx: &Ctx, spec: &FlowSpec, flow: &mut Flow) -> Result<Reply, Outc
 }
 
 /// Checks a reply that must come fragmented for path MTU `mtu`.
-fn check_fragmented(spec: &FlowSpec, reply: &Reply, mtu: u16) -> Option<Outcome> {
+fn check_fragmented(spec: &FlowSpec, answer: &Answer<Reply>, mtu: u16) -> Option<Outcome> {
     let v6 = spec.kind.v6();
+    let reply = &answer.reply;
     if let Some(atomic) = reply.atomic_fragment() {
         return Some(
             Failure::new(spec, Reason::AtomicFragment)
-                .detail(atomic)
+                .detail(answer.detail(atomic))
                 .boxed(),
         );
     }
@@ -212,7 +329,7 @@ fn check_fragmented(spec: &FlowSpec, reply: &Reply, mtu: u16) -> Option<Outcome>
         return Some(
             Failure::new(spec, reason)
                 .measured("next_reply_fragmented", false, true)
-                .detail(&reply.first)
+                .detail(answer.detail(&reply.first))
                 .boxed(),
         );
     }
@@ -229,21 +346,21 @@ fn check_fragmented(spec: &FlowSpec, reply: &Reply, mtu: u16) -> Option<Outcome>
         return Some(
             Failure::new(spec, reason)
                 .measured("next_reply_first_fragment_len", got, expected)
-                .detail(&reply.first)
+                .detail(answer.detail(&reply.first))
                 .boxed(),
         );
     }
     if !v6 && reply.first.df {
         return Some(
             Failure::new(spec, Reason::DfOnFragment)
-                .detail(&reply.first)
+                .detail(answer.detail(&reply.first))
                 .boxed(),
         );
     }
     None
 }
 
-async fn udp(ctx: &Ctx, spec: &FlowSpec) -> Result<Outcome> {
+async fn udp(ctx: &Ctx, spec: &FlowSpec, rule: &RuleGuard<'_>) -> Result<Outcome> {
     let mut flow = ctx.hub.flow(spec.fake);
     let first = match echo(ctx, spec, &mut flow).await {
         Ok(r) => r,
@@ -263,26 +380,16 @@ async fn udp(ctx: &Ctx, spec: &FlowSpec) -> Result<Outcome> {
     if let Some(failed) = answered(spec, &first.first) {
         return Ok(failed);
     }
-    let mut next = match echo(ctx, spec, &mut flow).await {
-        Ok(r) => r,
+    let answer = match udp_next(ctx, spec, &mut flow, rule, &first).await {
+        Ok(answer) => answer,
         Err(failed) => return Ok(failed),
     };
-    // The next request may overtake the ICMP error: the responder's event comes out of the
-    // XDP program, its ICMP error (XDP_TX) leaves only at the end of that NAPI poll, and the
-    // request, sent at once on the event, can reach REMOTE first. A reply as large as before
-    // is therefore asked for once more (no new ICMP error: the rule's budget is spent); a
-    // REMOTE that ignored the ICMP error answers that one unfragmented too.
-    if !next.is_fragmented() && next.first_len() == FULL_SIZE {
-        next = match echo(ctx, spec, &mut flow).await {
-            Ok(r) => r,
-            Err(failed) => return Ok(failed),
-        };
-    }
-    if let Some(failed) = check_fragmented(spec, &next, spec.mtu) {
+    if let Some(failed) = check_fragmented(spec, &answer, spec.mtu) {
         return Ok(failed);
     }
     Ok(Outcome::Verified {
-        latency_ns: next.first.ts_ns.saturating_sub(first.first.ts_ns),
+        latency_ns: answer.reply.first.ts_ns.saturating_sub(answer.icmp_ns),
+        answered_again: answer.again,
     })
 }
 
@@ -307,11 +414,11 @@ pub async fn probe(ctx: &Ctx, spec: FlowSpec) -> Result<Probe> {
         fake: SocketAddr::new(spec.fake.ip(), random_port()),
         ..spec
     };
-    let _rule = RuleGuard::set(ctx, spec.fake.ip(), spec.mtu)?;
+    let rule = RuleGuard::set(ctx, spec.fake.ip(), spec.mtu)?;
     let outcome = if spec.kind.tcp() {
-        probe_tcp(ctx, &spec).await?
+        probe_tcp(ctx, &spec, &rule).await?
     } else {
-        probe_udp(ctx, &spec).await?
+        probe_udp(ctx, &spec, &rule).await?
     };
     Ok(outcome)
 }
@@ -323,7 +430,7 @@ fn probe_failed(outcome: Outcome, forgotten: bool) -> Probe {
     }
 }
 
-async fn probe_tcp(ctx: &Ctx, spec: &FlowSpec) -> Result<Probe> {
+async fn probe_tcp(ctx: &Ctx, spec: &FlowSpec, rule: &RuleGuard<'_>) -> Result<Probe> {
     let mtu = spec.mtu;
     let window = window(spec.remote);
     let mut conn = match FakeTcp::connect_with_window(ctx, spec.fake, spec.remote, window).await {
@@ -350,33 +457,39 @@ async fn probe_tcp(ctx: &Ctx, spec: &FlowSpec) -> Result<Probe> {
         return Ok(probe_failed(failed, true));
     }
     conn.ack(first.seq)?;
-    let retx = match conn.wait_seq(first.seq, "resend of the quoted data").await {
-        Ok(ev) => ev,
+    let answer = match tcp_resend(&mut conn, rule, &first).await {
+        Ok(answer) => answer,
         Err(e) => {
-            let failed = Failure::new(spec, Reason::NoResend).detail(format!("{e:#}"));
+            let failed = Failure::new(spec, Reason::NoResend).detail(e);
             return Ok(probe_failed(failed.boxed(), true));
         }
     };
     conn.reset()?;
+    let retx = &answer.reply;
     Ok(match resend_reason(first.ip_len, retx.ip_len, mtu) {
         None => Probe::Readopted,
         Some(reason) => {
             let failed = Failure::new(spec, reason)
                 .measured("retransmit_ip_len", retx.ip_len, mtu)
-                .detail(&retx);
+                .detail(answer.detail(retx));
             probe_failed(failed.boxed(), true)
         }
     })
 }
 
-async fn probe_udp(ctx: &Ctx, spec: &FlowSpec) -> Result<Probe> {
+async fn probe_udp(ctx: &Ctx, spec: &FlowSpec, rule: &RuleGuard<'_>) -> Result<Probe> {
     let mut flow = ctx.hub.flow(spec.fake);
     let first = match echo(ctx, spec, &mut flow).await {
         Ok(r) => r,
         Err(failed) => return Ok(probe_failed(failed, false)),
     };
     if first.is_fragmented() {
-        return Ok(match check_fragmented(spec, &first, spec.mtu) {
+        let remembered = Answer {
+            icmp_ns: first.first.ts_ns,
+            reply: first,
+            again: false,
+        };
+        return Ok(match check_fragmented(spec, &remembered, spec.mtu) {
             None => Probe::Remembered,
             Some(failed) => probe_failed(failed, false),
         });
@@ -384,8 +497,8 @@ async fn probe_udp(ctx: &Ctx, spec: &FlowSpec) -> Result<Probe> {
     if let Some(failed) = answered(spec, &first.first) {
         return Ok(probe_failed(failed, true));
     }
-    let next = match echo(ctx, spec, &mut flow).await {
-        Ok(r) => r,
+    let next = match udp_next(ctx, spec, &mut flow, rule, &first).await {
+        Ok(answer) => answer,
         Err(failed) => return Ok(probe_failed(failed, true)),
     };
     Ok(match check_fragmented(spec, &next, spec.mtu) {

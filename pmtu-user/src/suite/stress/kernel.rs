@@ -32,6 +32,7 @@ pub async fn run(spec: FlowSpec, local: IpAddr) -> Result<Outcome> {
     Ok(match result {
         Ok(Ok(())) => Outcome::Verified {
             latency_ns: started.elapsed().as_nanos() as u64,
+            answered_again: false,
         },
         Ok(Err(e)) => Failure::new(&spec, Reason::KernelClient).detail(e).boxed(),
         Err(_) => Failure::new(&spec, Reason::KernelClient)

@@ -272,6 +272,8 @@ pub enum Outcome {
     /// reply (UDP), or of the whole exchange for the kernel client.
     Verified {
         latency_ns: u64,
+        /// The flow's ICMP error was sent a second time (the first may have been lost).
+        answered_again: bool,
     },
     Failed(Box<Failure>),
 }

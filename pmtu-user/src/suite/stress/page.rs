@@ -46,9 +46,15 @@ fn verdict(report: &Report) -> (&'static str, &'static str, String) {
             "INVALID",
             "error",
             format!(
-                "could not test: events lost {}, frames dropped on the link {} (a lost ICMP error or segment would read as REMOTE's fault)",
+                "could not test: events lost {}, frames dropped on the link {}, ICMP errors dropped {}{} (a lost ICMP error or segment would read as REMOTE's fault)",
                 report.events_lost.unwrap_or(0),
-                report.frames_dropped.unwrap_or(0)
+                report.frames_dropped.unwrap_or(0),
+                report.icmp_errors_lost.unwrap_or(0),
+                if report.failure_a_lost_icmp_explains() {
+                    " with flows that saw two errors ignored"
+                } else {
+                    ""
+                }
             ),
         );
     }
@@ -124,6 +130,15 @@ pub fn write(
             report
                 .frames_dropped
                 .map_or("not counted".into(), |n| n.to_string()),
+        ),
+        (
+            "ICMP errors dropped on the link",
+            report.icmp_errors_lost.map_or("not counted".into(), |n| {
+                format!(
+                    "{n} ({} flows verified after their error was sent again)",
+                    report.answered_again
+                )
+            }),
         ),
         (
             "pmtu's own cost",

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{
-    stats::{FailureGroup, Latency, Stats},
+    stats::{FailureGroup, Latency, Reason, Stats},
     Kind, Plan,
 };
 
@@ -75,7 +75,14 @@ pub struct Report {
     /// and in a lab REMOTE's end too): lost ICMP errors or segments make verdicts
     /// meaningless, so such a run is invalid as well.
     pub frames_dropped: Option<u64>,
-    /// No events lost and no frames dropped.
+    /// The responder's ICMP errors the link dropped (XDP_TX finding REMOTE's receive ring
+    /// full), not counted in `frames_dropped`: a flow whose error was lost sees REMOTE resend
+    /// at the quoted size and has the error sent again (`answered_again`). Such a run stays
+    /// valid unless a flow failed as if REMOTE ignored the error: that one may have lost both.
+    pub icmp_errors_lost: Option<u64>,
+    /// Verified flows whose ICMP error was sent twice.
+    pub answered_again: u64,
+    /// No events lost, no other frames dropped, and no failure a lost ICMP error explains.
     pub valid: bool,
     pub cpu_s: f64,
     pub peak_rss_mb: f64,
@@ -135,6 +142,8 @@ impl Report {
             failures: stats.failures.values().cloned().collect(),
             events_lost: None,
             frames_dropped: None,
+            icmp_errors_lost: None,
+            answered_again: stats.answered_again,
             valid: true,
             cpu_s: 0.0,
             peak_rss_mb: 0.0,
@@ -158,9 +167,22 @@ impl Report {
         self.valid &= lost == 0;
     }
 
-    pub fn set_frames_dropped(&mut self, dropped: u64) {
-        self.frames_dropped = Some(dropped);
-        self.valid &= dropped == 0;
+    /// The link's losses over the run: ICMP errors the responder sent that were dropped, and
+    /// every other frame dropped.
+    pub fn set_frames_dropped(&mut self, icmp_errors: u64, others: u64) {
+        self.frames_dropped = Some(others);
+        self.icmp_errors_lost = Some(icmp_errors);
+        self.valid &= others == 0 && !self.failure_a_lost_icmp_explains();
+    }
+
+    /// A failure that a lost ICMP error explains: REMOTE resent or replied at the quoted size
+    /// although the error was sent twice, when errors were lost on the link.
+    pub fn failure_a_lost_icmp_explains(&self) -> bool {
+        self.icmp_errors_lost.is_some_and(|n| n > 0)
+            && self
+                .failures
+                .iter()
+                .any(|g| g.reason == Reason::IgnoredIcmp)
     }
 
     /// Every flow and probe verified, and nothing lost.
@@ -240,6 +262,13 @@ impl Report {
         if let Some(dropped) = self.frames_dropped {
             out += &format!("  frames dropped on the link: {dropped}\n");
         }
+        if self.answered_again > 0 || self.icmp_errors_lost.is_some_and(|n| n > 0) {
+            out += &format!(
+                "  ICMP errors dropped on the link: {}; {} flows verified after their error was sent again\n",
+                self.icmp_errors_lost.unwrap_or(0),
+                self.answered_again
+            );
+        }
         out += &format!(
             "  pmtu: CPU {:.2} s, peak RSS {:.1} MB\n",
             self.cpu_s, self.peak_rss_mb
@@ -269,6 +298,12 @@ impl Report {
             out += &format!(
                 "INVALID: the responder lost {} events (its ring buffer was full): lower --rate or --concurrency\n",
                 self.events_lost.unwrap_or(0)
+            );
+        }
+        if self.failure_a_lost_icmp_explains() {
+            out += &format!(
+                "INVALID: the link dropped {} of the responder's ICMP errors and some flows saw REMOTE ignore two errors: both may have been lost; lower --rate or --concurrency\n",
+                self.icmp_errors_lost.unwrap_or(0)
             );
         }
         if !self.valid && self.frames_dropped.is_some_and(|n| n > 0) {

@@ -169,6 +169,8 @@ pub struct Stats {
     /// Verified flows in each second of the run.
     pub per_second: Vec<u64>,
     pub failures: BTreeMap<Reason, FailureGroup>,
+    /// Verified flows whose ICMP error was sent twice (the first may have been lost).
+    pub answered_again: u64,
     /// The earliest verified flows of each kind (ordinal below the sample size).
     pub earliest: BTreeMap<Kind, Vec<FlowSpec>>,
     pub interrupted: bool,
@@ -193,6 +195,7 @@ impl Stats {
             latency_us: histogram(),
             per_second: Vec::new(),
             failures: BTreeMap::new(),
+            answered_again: 0,
             earliest: BTreeMap::new(),
             interrupted: false,
             sample: plan.sample as u64,
@@ -229,8 +232,12 @@ impl Stats {
             return;
         };
         match outcome {
-            Outcome::Verified { latency_ns } => {
+            Outcome::Verified {
+                latency_ns,
+                answered_again,
+            } => {
                 k.verified += 1;
+                self.answered_again += answered_again as u64;
                 live.verified.fetch_add(1, Ordering::Relaxed);
                 let us = (latency_ns / 1000).clamp(1, 60_000_000);
                 k.latency_us.saturating_record(us);
@@ -336,7 +343,10 @@ mod tests {
             let spec = plan.flow(n).unwrap();
             stats.started(&spec);
             let outcome = match n {
-                0 => Outcome::Verified { latency_ns: 30_000 },
+                0 => Outcome::Verified {
+                    latency_ns: 30_000,
+                    answered_again: false,
+                },
                 1 | 2 => Failure::new(&spec, Reason::IgnoredIcmp)
                     .measured("retransmit_ip_len", 1500, 1300)
                     .boxed(),
