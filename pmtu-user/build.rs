@@ -81,6 +81,9 @@ fn build() -> Result<(), String> {
             format!("--cfg=bpf_target_arch=\"{arch}\""),
             "-Cdebuginfo=2".into(),
             "-Clink-arg=--btf".into(),
+            // Word loads and stores for unaligned data (frames, packed headers) instead of
+            // byte by byte; the kernel accepts them on every architecture it runs XDP on.
+            "-Ctarget-feature=+allows-misaligned-mem-access".into(),
         ]
         .join("\x1f"),
     )

@@ -178,7 +178,8 @@ fn write_v4(
         icmp_at.write_unaligned(icmp);
     }
     // The ICMP checksum covers the ICMP header and the quote.
-    let sum = csum::to_end(ctx, pkt.l2_len + Ipv4Hdr::LEN, 0);
+    const FULL4: usize = ICMP4_MAX_ERROR_LEN - Ipv4Hdr::LEN;
+    let sum = csum::to_end::<FULL4>(ctx, pkt.l2_len + Ipv4Hdr::LEN, 0);
     let (_, icmp_at) = headers_at::<Ipv4Hdr, Icmpv4Hdr>(ctx, pkt)?;
     // SAFETY: inside the frame (checked by headers_at).
     unsafe { (*icmp_at).check = csum::fold(sum).to_ne_bytes() };
@@ -224,7 +225,8 @@ fn write_v6(
     let mut sum = csum::sum_bytes(&ip.src_addr) + csum::sum_bytes(&ip.dst_addr);
     sum += csum::sum_bytes(&(payload_len as u32).to_be_bytes());
     sum += csum::sum_bytes(&(ip.next_hdr as u32).to_be_bytes());
-    let sum = csum::to_end(ctx, pkt.l2_len + Ipv6Hdr::LEN, sum);
+    const FULL6: usize = ICMP6_MAX_ERROR_LEN - Ipv6Hdr::LEN;
+    let sum = csum::to_end::<FULL6>(ctx, pkt.l2_len + Ipv6Hdr::LEN, sum);
     let (_, icmp_at) = headers_at::<Ipv6Hdr, Icmpv6Hdr>(ctx, pkt)?;
     // SAFETY: inside the frame (checked by headers_at).
     unsafe { (*icmp_at).check = csum::fold(sum).to_ne_bytes() };
