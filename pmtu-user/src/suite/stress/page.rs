@@ -132,13 +132,10 @@ pub fn write(
                 .map_or("not counted".into(), |n| n.to_string()),
         ),
         (
-            "ICMP errors dropped on the link",
-            report.icmp_errors_lost.map_or("not counted".into(), |n| {
-                format!(
-                    "{n} ({} flows verified after their error was sent again)",
-                    report.answered_again
-                )
-            }),
+            "second ICMP errors",
+            report
+                .icmp_errors_lost
+                .map_or("not counted".into(), |_| report.second_errors_text()),
         ),
         (
             "pmtu's own cost",

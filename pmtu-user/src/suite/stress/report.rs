@@ -175,6 +175,20 @@ impl Report {
         self.valid &= others == 0 && !self.failure_a_lost_icmp_explains();
     }
 
+    /// The flows verified only after a second ICMP error, and why the first did not count.
+    pub fn second_errors_text(&self) -> String {
+        let lost = self.icmp_errors_lost.unwrap_or(0);
+        let ignored = self.answered_again.saturating_sub(lost);
+        let mut text = format!(
+            "{} flows verified only after a second ICMP error; {lost} errors dropped on the link",
+            self.answered_again
+        );
+        if ignored > 0 {
+            text += &format!(", so for at least {ignored} REMOTE dropped or ignored the first one");
+        }
+        text
+    }
+
     /// A failure that a lost ICMP error explains: REMOTE resent or replied at the quoted size
     /// although the error was sent twice, when errors were lost on the link.
     pub fn failure_a_lost_icmp_explains(&self) -> bool {
@@ -263,11 +277,7 @@ impl Report {
             out += &format!("  frames dropped on the link: {dropped}\n");
         }
         if self.answered_again > 0 || self.icmp_errors_lost.is_some_and(|n| n > 0) {
-            out += &format!(
-                "  ICMP errors dropped on the link: {}; {} flows verified after their error was sent again\n",
-                self.icmp_errors_lost.unwrap_or(0),
-                self.answered_again
-            );
+            out += &format!("  {}\n", self.second_errors_text());
         }
         out += &format!(
             "  pmtu: CPU {:.2} s, peak RSS {:.1} MB\n",
@@ -313,5 +323,96 @@ impl Report {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::stress::{stats::Failure, Hosts, Live, Outcome};
+
+    fn plan() -> Plan {
+        Plan {
+            flows: 3,
+            concurrency: 1,
+            rate: None,
+            mix: vec![Kind::Tcp4],
+            mtu: 1300..=1300,
+            hosts: Hosts::new(
+                "198.18.0.0/15".parse().unwrap(),
+                "2001:db8:5000::/48".parse().unwrap(),
+                &[],
+            ),
+            remote4: "192.0.2.2".parse().unwrap(),
+            remote6: "2001:db8::2".parse().unwrap(),
+            tcp_port: 19,
+            udp_port: 7,
+            sample: 0,
+            seed: 1,
+        }
+    }
+
+    /// A run of three flows: two verified (`again` of them after a second ICMP error) and,
+    /// with `failure`, one failed for that reason.
+    fn report(again: u64, failure: Option<Reason>) -> Report {
+        let plan = plan();
+        let live = Live::default();
+        let mut stats = Stats::new(&plan);
+        for n in 0..3 {
+            let spec = plan.flow(n).unwrap();
+            let outcome = match (n, failure) {
+                (2, Some(reason)) => Failure::new(&spec, reason).boxed(),
+                _ => Outcome::Verified {
+                    latency_ns: 30_000,
+                    answered_again: n < again,
+                },
+            };
+            stats.record(&spec, outcome, &live);
+        }
+        Report::new(&plan, Client::Fake, &stats)
+    }
+
+    #[test]
+    fn lost_icmp_errors_leave_a_run_valid_unless_a_flow_failed_as_ignoring_them() {
+        let mut r = report(2, None);
+        r.set_frames_dropped(2, 0);
+        assert!(r.valid && r.passed());
+        assert_eq!(r.answered_again, 2);
+        assert_eq!(
+            r.second_errors_text(),
+            "2 flows verified only after a second ICMP error; 2 errors dropped on the link"
+        );
+
+        let mut r = report(1, Some(Reason::IgnoredIcmp));
+        r.set_frames_dropped(1, 0);
+        assert!(
+            !r.valid,
+            "both errors of the failed flow may have been lost"
+        );
+
+        let mut r = report(0, Some(Reason::IgnoredIcmp));
+        r.set_frames_dropped(0, 0);
+        assert!(r.valid && !r.passed(), "nothing lost: REMOTE ignored them");
+
+        let mut r = report(0, Some(Reason::AboveMtu));
+        r.set_frames_dropped(3, 0);
+        assert!(
+            r.valid,
+            "a lost error does not make REMOTE use a larger MTU"
+        );
+
+        let mut r = report(0, None);
+        r.set_frames_dropped(0, 1);
+        assert!(!r.valid, "another frame dropped");
+    }
+
+    #[test]
+    fn second_errors_beyond_the_lost_ones_are_remotes() {
+        let mut r = report(2, None);
+        r.set_frames_dropped(0, 0);
+        assert_eq!(
+            r.second_errors_text(),
+            "2 flows verified only after a second ICMP error; 0 errors dropped on the link, so for at least 2 REMOTE dropped or ignored the first one"
+        );
     }
 }
