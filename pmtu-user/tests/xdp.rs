@@ -12,7 +12,8 @@ use pmtu::{
     wire::{parse_icmp_error, udp_frame, IcmpError, L2},
     xdp::{
         events::PacketEvent,
-        responder::{EventStream, Responder, RuleSpec, TestOutcome, XDP_DROP, XDP_PASS, XDP_TX},
+        responder::{EventStream, Responder, TestOutcome, XDP_DROP, XDP_PASS, XDP_TX},
+        rules::RuleSpec,
     },
 };
 use pmtu_common::{Counter, EventAction, RuleAction, PROG_RESPONDER};

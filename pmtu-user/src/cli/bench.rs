@@ -18,7 +18,10 @@ use pmtu::{
         data_segment, FAKE_NET_ADDR as FAKE4, FAKE_NET_ADDR6 as FAKE6, LOCAL_ADDR as ROUTER4,
         LOCAL_ADDR6 as ROUTER6, REMOTE_ADDR as REMOTE4, REMOTE_ADDR6 as REMOTE6,
     },
-    xdp::responder::{AttachMode, Responder, RuleSpec, XDP_DROP, XDP_PASS, XDP_TX},
+    xdp::{
+        responder::{AttachMode, Responder, XDP_DROP, XDP_PASS, XDP_TX},
+        rules::RuleSpec,
+    },
 };
 
 use super::require_root;

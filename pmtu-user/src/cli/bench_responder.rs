@@ -31,7 +31,8 @@ use pmtu::{
     wire::{udp_frame, L2},
     xdp::{
         flood::{Answers, BenchPrograms},
-        responder::{link_pin, AttachMode, RuleSpec},
+        responder::{link_pin, AttachMode},
+        rules::RuleSpec,
     },
 };
 use pmtu_common::{PROG_COUNT, PROG_PASS};

@@ -14,7 +14,8 @@ use pmtu::{
     signals,
     xdp::{
         events::PacketEvent,
-        responder::{parse_rule, AttachMode, Responder, RuleSpec},
+        responder::{AttachMode, Responder},
+        rules::{parse_rule, RuleSpec},
     },
 };
 

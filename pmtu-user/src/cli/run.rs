@@ -29,7 +29,10 @@ use pmtu::{
         run, Ctx, Outcome, Profile, ProfileName, Scenario, Verdict,
     },
     wire::L2,
-    xdp::responder::{AttachMode, Responder, RuleSpec},
+    xdp::{
+        responder::{AttachMode, Responder},
+        rules::RuleSpec,
+    },
 };
 
 use super::{exit, require_root, Usage};

@@ -54,7 +54,10 @@ use crate::{
         sysctl::write_sysctls,
     },
     remote::Remote,
-    xdp::responder::{AttachMode, Responder, RuleSpec},
+    xdp::{
+        responder::{AttachMode, Responder},
+        rules::RuleSpec,
+    },
 };
 use bpffs::mount_bpffs;
 pub use health::{exists, find, foreign_namespaces, open, unusable_reasons, Found};

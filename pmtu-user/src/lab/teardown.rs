@@ -13,7 +13,7 @@ use super::{
     service::{self, stop_service},
     vm, Lab,
 };
-use crate::{net::netns, xdp::responder::RuleSpec};
+use crate::{net::netns, xdp::rules::RuleSpec};
 
 /// Clears what an interrupted run may have left in a kept lab: the rules its scenarios set for
 /// single fake hosts (the lab's own rules for the fake nets and the stress prefixes are set

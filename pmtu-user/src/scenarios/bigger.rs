@@ -21,7 +21,7 @@ use crate::{
         tcp::FakeTcp,
         Blame as _, Ctx, Record, Scenario,
     },
-    xdp::responder::RuleSpec,
+    xdp::rules::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

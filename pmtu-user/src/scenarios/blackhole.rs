@@ -24,7 +24,7 @@ use crate::{
         tcp::{FakeTcp, Received},
         Ctx, Record, Scenario,
     },
-    xdp::responder::RuleSpec,
+    xdp::rules::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

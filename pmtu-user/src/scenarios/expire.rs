@@ -20,7 +20,7 @@ use super::{
 use crate::{
     broken,
     suite::{remote_state::SysctlChange, Ctx, Record, Scenario},
-    xdp::responder::RuleSpec,
+    xdp::rules::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

@@ -14,7 +14,7 @@ use futures::FutureExt as _;
 use super::udp6::{fragmented_after_ptb, unfragmented_then_ptb, MTU};
 use crate::{
     suite::{remote_state::route_to, Ctx, Gateway6Reset, Record, Scenario},
-    xdp::responder::RuleSpec,
+    xdp::rules::RuleSpec,
 };
 
 /// OpenBSD's flags on the host route a Packet Too Big creates (the original checks them).

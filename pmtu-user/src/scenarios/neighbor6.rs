@@ -18,7 +18,7 @@ use crate::{
         udp::{echo_from_fake, echo_from_local},
         Ctx, Record, Scenario,
     },
-    xdp::responder::RuleSpec,
+    xdp::rules::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

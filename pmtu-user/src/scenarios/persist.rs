@@ -24,7 +24,7 @@ use crate::{
         random_port, remote_state::route_to, router::expect_answered, tcp::FakeTcp,
         udp::echo_from_fake, Blame as _, Ctx, PacketEvent, Record, Scenario,
     },
-    xdp::responder::RuleSpec,
+    xdp::rules::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

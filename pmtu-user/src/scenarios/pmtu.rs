@@ -14,7 +14,7 @@ use super::{chargen, too_big_name};
 use crate::{
     broken,
     suite::{tcp::FakeTcp, Blame as _, Ctx, Record, Scenario, REPLY_TIMEOUT},
-    xdp::responder::RuleSpec,
+    xdp::rules::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

@@ -12,7 +12,7 @@ use super::{chargen, check_no_atomic_fragments};
 use crate::{
     broken,
     suite::{tcp::FakeTcp, Blame as _, Ctx, Record, Scenario},
-    xdp::responder::RuleSpec,
+    xdp::rules::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

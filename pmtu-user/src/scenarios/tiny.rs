@@ -18,7 +18,7 @@ use crate::{
         remote_state::route_to, router::expect_answered, tcp::FakeTcp, Blame as _, Ctx, Record,
         Scenario,
     },
-    xdp::responder::RuleSpec,
+    xdp::rules::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

@@ -12,7 +12,7 @@ use super::udp6;
 use crate::{
     broken,
     suite::{udp::echo_from_fake, Blame as _, Ctx, Record, Scenario},
-    xdp::responder::RuleSpec,
+    xdp::rules::RuleSpec,
 };
 
 pub const SCENARIO: Scenario = Scenario {

@@ -40,7 +40,7 @@ use crate::{
     net::{netns, rawsock::RawSocket},
     remote::Remote,
     wire::L2,
-    xdp::responder::{Responder, RuleSpec},
+    xdp::{responder::Responder, rules::RuleSpec},
 };
 use capture::Capture;
 use fakes::FakeHosts;

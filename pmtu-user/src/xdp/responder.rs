@@ -25,7 +25,7 @@ use pmtu_common::{
 };
 use tokio::io::unix::AsyncFd;
 
-pub use super::rules::{parse_rule, InstalledRule, RuleSpec};
+use super::rules::{InstalledRule, RuleSpec};
 
 /// The XDP object, built by build.rs from pmtu-ebpf.
 pub(crate) static OBJECT: &[u8] =

@@ -24,7 +24,7 @@ use crate::{
         udp::{echo_from_fake_to, Reply},
         Ctx, REPLY_TIMEOUT,
     },
-    xdp::{events::PacketEvent, responder::RuleSpec},
+    xdp::{events::PacketEvent, rules::RuleSpec},
 };
 
 /// The flow's own rule: answer the first packet over its MTU, once; removed when dropped
