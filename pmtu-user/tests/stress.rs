@@ -33,6 +33,24 @@ fn group<'a>(summary: &'a Value, reason: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no failures for {reason} in {summary}"))
 }
 
+/// REMOTE's nftables drops the ICMP errors the responder sends (frag-needed, packet too big)
+/// that also match `which` (an nft expression and a space, or "" for all of them).
+fn drop_icmp_errors_on_remote(lab: &LabGuard, which: &str) {
+    lab.on_remote(&["nft", "add table inet pmtu_fault"]);
+    lab.on_remote(&[
+        "nft",
+        "add chain inet pmtu_fault input { type filter hook input priority filter ; }",
+    ]);
+    lab.on_remote(&[
+        "nft",
+        &format!("add rule inet pmtu_fault input icmp type destination-unreachable icmp code frag-needed {which}drop"),
+    ]);
+    lab.on_remote(&[
+        "nft",
+        &format!("add rule inet pmtu_fault input icmpv6 type packet-too-big {which}drop"),
+    ]);
+}
+
 #[test]
 fn a_short_run_of_every_kind_verifies_every_flow_and_probes_capacity() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -104,19 +122,7 @@ fn a_short_run_of_every_kind_verifies_every_flow_and_probes_capacity() {
 fn remote_dropping_icmp_errors_fails_every_flow_as_ignored() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let lab = LabGuard::up("st");
-    lab.on_remote(&["nft", "add table inet pmtu_fault"]);
-    lab.on_remote(&[
-        "nft",
-        "add chain inet pmtu_fault input { type filter hook input priority filter ; }",
-    ]);
-    lab.on_remote(&[
-        "nft",
-        "add rule inet pmtu_fault input icmp type destination-unreachable icmp code frag-needed drop",
-    ]);
-    lab.on_remote(&[
-        "nft",
-        "add rule inet pmtu_fault input icmpv6 type packet-too-big drop",
-    ]);
+    drop_icmp_errors_on_remote(&lab, "");
     let (code, s, all) = stress(
         &lab,
         &["--flows", "200", "--concurrency", "64", "--sample", "0"],
@@ -149,19 +155,7 @@ fn remote_dropping_icmp_errors_fails_every_flow_as_ignored() {
 fn a_lost_icmp_error_is_sent_again_and_the_flow_verified() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let lab = LabGuard::up("st");
-    lab.on_remote(&["nft", "add table inet pmtu_fault"]);
-    lab.on_remote(&[
-        "nft",
-        "add chain inet pmtu_fault input { type filter hook input priority filter ; }",
-    ]);
-    lab.on_remote(&[
-        "nft",
-        "add rule inet pmtu_fault input icmp type destination-unreachable icmp code frag-needed numgen inc mod 2 0 drop",
-    ]);
-    lab.on_remote(&[
-        "nft",
-        "add rule inet pmtu_fault input icmpv6 type packet-too-big numgen inc mod 2 0 drop",
-    ]);
+    drop_icmp_errors_on_remote(&lab, "numgen inc mod 2 0 ");
     let (code, s, all) = stress(
         &lab,
         &["--flows", "24", "--concurrency", "1", "--sample", "0"],

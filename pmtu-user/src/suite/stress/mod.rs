@@ -435,10 +435,9 @@ pub async fn probe_earliest(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan(mix: Vec<Kind>) -> Plan {
+impl Plan {
+    /// A plan for unit tests: ten flows of `mix` toward the lab's addresses.
+    pub(crate) fn for_tests(mix: Vec<Kind>) -> Plan {
         Plan {
             flows: 10,
             concurrency: 4,
@@ -458,6 +457,11 @@ mod tests {
             seed: 7,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn hosts_skip_the_network_broadcast_and_addresses_in_use() {
@@ -486,14 +490,14 @@ mod tests {
         assert_eq!(hosts.host(false, 253), None);
         assert_eq!(hosts.host(true, 0), Some("2001:db8:1::1".parse().unwrap()));
         assert_eq!(hosts.host(true, 1), Some("2001:db8:1::3".parse().unwrap()));
-        let stress = plan(vec![]).hosts;
+        let stress = Plan::for_tests(vec![]).hosts;
         assert_eq!(stress.count(false), 131_070);
         assert_eq!(stress.host(false, 255), Some("198.18.1.0".parse().unwrap()));
     }
 
     #[test]
     fn flows_take_the_kinds_in_turn_each_from_its_own_host() {
-        let p = plan(vec![Kind::Tcp4, Kind::Udp4, Kind::Tcp6]);
+        let p = Plan::for_tests(vec![Kind::Tcp4, Kind::Udp4, Kind::Tcp6]);
         let specs: Vec<FlowSpec> = (0..6).map(|n| p.flow(n).unwrap()).collect();
         let kinds: Vec<Kind> = specs.iter().map(|s| s.kind).collect();
         assert_eq!(
@@ -531,7 +535,7 @@ mod tests {
 
     #[test]
     fn mtus_spread_over_the_whole_range() {
-        let mut p = plan(vec![Kind::Udp6]);
+        let mut p = Plan::for_tests(vec![Kind::Udp6]);
         p.mtu = 1280..=1283;
         let mut seen = [0u32; 4];
         for n in 0..400 {

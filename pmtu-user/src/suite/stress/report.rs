@@ -329,26 +329,16 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::stress::{stats::Failure, Hosts, Live, Outcome};
+    use crate::suite::stress::{stats::Failure, Live, Outcome};
 
     fn plan() -> Plan {
         Plan {
             flows: 3,
             concurrency: 1,
-            rate: None,
-            mix: vec![Kind::Tcp4],
             mtu: 1300..=1300,
-            hosts: Hosts::new(
-                "198.18.0.0/15".parse().unwrap(),
-                "2001:db8:5000::/48".parse().unwrap(),
-                &[],
-            ),
-            remote4: "192.0.2.2".parse().unwrap(),
-            remote6: "2001:db8::2".parse().unwrap(),
-            tcp_port: 19,
-            udp_port: 7,
             sample: 0,
             seed: 1,
+            ..Plan::for_tests(vec![Kind::Tcp4])
         }
     }
 

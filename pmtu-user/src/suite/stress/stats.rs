@@ -314,27 +314,17 @@ impl Latency {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::stress::{Hosts, Plan};
+    use crate::suite::stress::Plan;
 
     #[test]
     fn failures_group_by_reason_keeping_the_first_example() {
         let plan = Plan {
             flows: 4,
             concurrency: 1,
-            rate: None,
-            mix: vec![Kind::Tcp4],
             mtu: 1300..=1300,
-            hosts: Hosts::new(
-                "198.18.0.0/15".parse().unwrap(),
-                "2001:db8:5000::/48".parse().unwrap(),
-                &[],
-            ),
-            remote4: "192.0.2.2".parse().unwrap(),
-            remote6: "2001:db8::2".parse().unwrap(),
-            tcp_port: 19,
-            udp_port: 7,
             sample: 1,
             seed: 1,
+            ..Plan::for_tests(vec![Kind::Tcp4])
         };
         let live = Live::default();
         let mut stats = Stats::new(&plan);
