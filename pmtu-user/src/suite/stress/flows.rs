@@ -100,6 +100,15 @@ struct Answer<T> {
 }
 
 impl<T> Answer<T> {
+    /// REMOTE's answer to the flow's first ICMP error, sent at `icmp_ns`.
+    fn after_first(reply: T, icmp_ns: u64) -> Self {
+        Answer {
+            reply,
+            icmp_ns,
+            again: false,
+        }
+    }
+
     /// A failure's detail, saying when the error was sent twice.
     fn detail(&self, what: impl std::fmt::Display) -> String {
         if self.again {
@@ -114,42 +123,41 @@ impl<T> Answer<T> {
 /// ICMP error never reached REMOTE: the responder's XDP_TX is dropped when REMOTE's receive
 /// ring is full, which happens at high rates. So the rule is set again once: the next resend at
 /// the quoted size is answered, and the resend after it is judged. A REMOTE that ignores ICMP
-/// errors ignores the second one too.
+/// errors ignores the second one too. The outer error is LOCAL's (the rule could not be set),
+/// the inner one REMOTE's (no resend).
 async fn tcp_resend(
     conn: &mut FakeTcp<'_>,
     rule: &RuleGuard<'_>,
     quoted: &PacketEvent,
-) -> Result<Answer<PacketEvent>, String> {
+) -> Result<Result<Answer<PacketEvent>, String>> {
     async fn wait(conn: &mut FakeTcp<'_>, seq: u32) -> Result<PacketEvent, String> {
         conn.wait_seq(seq, "resend of the quoted data")
             .await
             .map_err(|e| format!("{e:#}"))
     }
-    let retx = wait(conn, quoted.seq).await?;
+    let retx = match wait(conn, quoted.seq).await {
+        Ok(ev) => ev,
+        Err(e) => return Ok(Err(e)),
+    };
     if retx.ip_len != quoted.ip_len || retx.answered() {
-        return Ok(Answer {
-            reply: retx,
-            icmp_ns: quoted.ts_ns,
-            again: false,
-        });
+        return Ok(Ok(Answer::after_first(retx, quoted.ts_ns)));
     }
-    rule.rearm().map_err(|e| format!("{e:#}"))?;
-    let answered = wait(conn, quoted.seq).await?;
+    rule.rearm()?;
+    let answered = match wait(conn, quoted.seq).await {
+        Ok(ev) => ev,
+        Err(e) => return Ok(Err(e)),
+    };
     if !answered.answered() {
-        return Ok(Answer {
-            reply: answered,
-            icmp_ns: quoted.ts_ns,
-            again: false,
-        });
+        return Ok(Ok(Answer::after_first(answered, quoted.ts_ns)));
     }
-    let retx = wait(conn, quoted.seq)
+    Ok(wait(conn, quoted.seq)
         .await
-        .map_err(|e| format!("{e}; {AFTER_SECOND_ICMP}"))?;
-    Ok(Answer {
-        reply: retx,
-        icmp_ns: answered.ts_ns,
-        again: true,
-    })
+        .map(|retx| Answer {
+            reply: retx,
+            icmp_ns: answered.ts_ns,
+            again: true,
+        })
+        .map_err(|e| format!("{e}; {AFTER_SECOND_ICMP}")))
 }
 
 /// The echo reply after the one the router answered. A reply as large as before is asked for
@@ -158,42 +166,37 @@ async fn tcp_resend(
 /// the end of that NAPI poll, and the request, sent at once on the event, can reach REMOTE
 /// first. And the ICMP error may never have reached REMOTE (XDP_TX is dropped when REMOTE's
 /// receive ring is full): then the rule answers the large reply again and the reply after
-/// that one is judged. A REMOTE that ignores ICMP errors ignores the second one too.
+/// that one is judged. A REMOTE that ignores ICMP errors ignores the second one too. The outer
+/// error is LOCAL's (the rule could not be set), the inner one REMOTE's failure.
 async fn udp_next(
     ctx: &Ctx,
     spec: &FlowSpec,
     flow: &mut Flow,
     rule: &RuleGuard<'_>,
     first: &Reply,
-) -> Result<Answer<Reply>, Outcome> {
+) -> Result<Result<Answer<Reply>, Outcome>> {
     let unchanged = |r: &Reply| !r.is_fragmented() && r.first_len() == FULL_SIZE;
-    let next = echo(ctx, spec, flow).await?;
+    let next = match echo(ctx, spec, flow).await {
+        Ok(r) => r,
+        Err(failed) => return Ok(Err(failed)),
+    };
     if !unchanged(&next) {
-        return Ok(Answer {
-            reply: next,
-            icmp_ns: first.first.ts_ns,
-            again: false,
-        });
+        return Ok(Ok(Answer::after_first(next, first.first.ts_ns)));
     }
-    rule.rearm().map_err(|e| {
-        Failure::new(spec, Reason::NotAnswered)
-            .detail(format!("{e:#}"))
-            .boxed()
-    })?;
-    let next = echo(ctx, spec, flow).await?;
+    rule.rearm()?;
+    let next = match echo(ctx, spec, flow).await {
+        Ok(r) => r,
+        Err(failed) => return Ok(Err(failed)),
+    };
     if !(unchanged(&next) && next.first.answered()) {
-        return Ok(Answer {
-            reply: next,
-            icmp_ns: first.first.ts_ns,
-            again: false,
-        });
+        return Ok(Ok(Answer::after_first(next, first.first.ts_ns)));
     }
     let icmp_ns = next.first.ts_ns;
-    Ok(Answer {
-        reply: echo(ctx, spec, flow).await?,
+    Ok(echo(ctx, spec, flow).await.map(|reply| Answer {
+        reply,
         icmp_ns,
         again: true,
-    })
+    }))
 }
 
 /// How a resend compares with the announced MTU.
@@ -248,7 +251,7 @@ async fn tcp(ctx: &Ctx, spec: &FlowSpec, rule: &RuleGuard<'_>) -> Result<Outcome
     }
     // Acknowledge the data before the quoted segment: only the quoted data is missing.
     conn.ack(quoted.seq)?;
-    let answer = match tcp_resend(&mut conn, rule, &quoted).await {
+    let answer = match tcp_resend(&mut conn, rule, &quoted).await? {
         Ok(answer) => answer,
         Err(e) => return Ok(Failure::new(spec, Reason::NoResend).detail(e).boxed()),
     };
@@ -380,7 +383,7 @@ async fn udp(ctx: &Ctx, spec: &FlowSpec, rule: &RuleGuard<'_>) -> Result<Outcome
     if let Some(failed) = answered(spec, &first.first) {
         return Ok(failed);
     }
-    let answer = match udp_next(ctx, spec, &mut flow, rule, &first).await {
+    let answer = match udp_next(ctx, spec, &mut flow, rule, &first).await? {
         Ok(answer) => answer,
         Err(failed) => return Ok(failed),
     };
@@ -457,7 +460,7 @@ async fn probe_tcp(ctx: &Ctx, spec: &FlowSpec, rule: &RuleGuard<'_>) -> Result<P
         return Ok(probe_failed(failed, true));
     }
     conn.ack(first.seq)?;
-    let answer = match tcp_resend(&mut conn, rule, &first).await {
+    let answer = match tcp_resend(&mut conn, rule, &first).await? {
         Ok(answer) => answer,
         Err(e) => {
             let failed = Failure::new(spec, Reason::NoResend).detail(e);
@@ -484,11 +487,8 @@ async fn probe_udp(ctx: &Ctx, spec: &FlowSpec, rule: &RuleGuard<'_>) -> Result<P
         Err(failed) => return Ok(probe_failed(failed, false)),
     };
     if first.is_fragmented() {
-        let remembered = Answer {
-            icmp_ns: first.first.ts_ns,
-            reply: first,
-            again: false,
-        };
+        let icmp_ns = first.first.ts_ns;
+        let remembered = Answer::after_first(first, icmp_ns);
         return Ok(match check_fragmented(spec, &remembered, spec.mtu) {
             None => Probe::Remembered,
             Some(failed) => probe_failed(failed, false),
@@ -497,7 +497,7 @@ async fn probe_udp(ctx: &Ctx, spec: &FlowSpec, rule: &RuleGuard<'_>) -> Result<P
     if let Some(failed) = answered(spec, &first.first) {
         return Ok(probe_failed(failed, true));
     }
-    let next = match udp_next(ctx, spec, &mut flow, rule, &first).await {
+    let next = match udp_next(ctx, spec, &mut flow, rule, &first).await? {
         Ok(answer) => answer,
         Err(failed) => return Ok(probe_failed(failed, true)),
     };
